@@ -1,0 +1,498 @@
+"""Results → plotly figures. Pure functions over plain dicts (``results.json``, step events): no gradio.
+
+Conventions: accuracies arrive as fractions and are drawn as percent / percentage points; a value
+that was not computed is ``None`` and is drawn as a gap, never as a zero; every user-supplied
+string (dataset titles, run names) goes through ``html_escape`` before it becomes a label or hover.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from . import text
+from .text import html_escape
+
+BEFORE = "#9aa0a6"
+BETTER = "#1a9850"
+WORSE = "#d73027"
+NEUTRAL = "#7f7f7f"
+TARGET = "#3366cc"
+# Okabe–Ito + Tableau mix: distinguishable, colour-blind friendly for the first eight.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
+           "#8C564B", "#17BECF", "#BCBD22", "#7F7F7F")
+SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star", "cross", "triangle-down")
+METRIC_NAMES = {"zs_acc": "Zero-shot accuracy", "lp_acc": "Linear-probe accuracy"}
+_FONT = dict(family="Inter, system-ui, -apple-system, Segoe UI, sans-serif", size=13)
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _pctv(x: Any) -> float | None:
+    v = _num(x)
+    return None if v is None else v * 100.0
+
+
+def _layout(fig: go.Figure, title: str, height: int, **kw: Any) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16)),
+        template="plotly_white", height=height, font=_FONT, margin=dict(l=10, r=20, t=60, b=40),
+        hoverlabel=dict(font_size=12), legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0,
+                                                   xanchor="right"),
+        **kw,
+    )
+    return fig
+
+
+def empty_figure(message: str, height: int = 260) -> go.Figure:
+    """A blank chart that says why it is blank (better than an empty box)."""
+    fig = go.Figure()
+    fig.add_annotation(text=html_escape(message), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=14, color=NEUTRAL))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, "", height)
+
+
+# ---- one run: the per-dataset table ---------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetRow:
+    """One dataset of a run, metrics as fractions (None = not computed)."""
+
+    key: str
+    label: str  # escaped, unique display label
+    title: str  # raw title (for tables that escape themselves)
+    role: str
+    before: Mapping[str, float | None]
+    after: Mapping[str, float | None]
+
+    def delta(self, metric: str) -> float | None:
+        b, a = _num(self.before.get(metric)), _num(self.after.get(metric))
+        return None if b is None or a is None else a - b
+
+
+def dataset_rows(results: Mapping[str, Any], sort_metric: str = "zs_acc") -> list[DatasetRow]:
+    """Target first, then controls from the largest drop to the largest gain; not-measured last."""
+    datasets = results.get("datasets") or {}
+    target = results.get("target")
+    titles = [str((e or {}).get("title") or k) for k, e in datasets.items()]
+    rows = []
+    for (key, entry), title in zip(datasets.items(), titles):
+        entry = entry or {}
+        role = "target" if key == target or entry.get("role") == "target" else "control"
+        label = title if titles.count(title) == 1 else f"{title} ({key})"
+        if role == "target":
+            label += " · target"
+        rows.append(DatasetRow(key, html_escape(label), title, role, dict(entry.get("before") or {}),
+                               dict(entry.get("after") or {})))
+
+    def order(r: DatasetRow) -> tuple:
+        d = r.delta(sort_metric)
+        return (r.role != "target", d is None, d if d is not None else 0.0, r.title)
+
+    return sorted(rows, key=order)
+
+
+def metric_computed(results: Mapping[str, Any], metric: str) -> bool:
+    """Whether any dataset has this metric on either side."""
+    for entry in (results.get("datasets") or {}).values():
+        for side in ("before", "after"):
+            if _num(((entry or {}).get(side) or {}).get(metric)) is not None:
+                return True
+    return False
+
+
+# ---- one run: charts -------------------------------------------------------------------------------
+def dumbbell(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
+    """Before → after per dataset: grey dot before, coloured dot after (green better, red worse)."""
+    rows = dataset_rows(results, metric)
+    if not rows:
+        return empty_figure("No datasets in this run's results.")
+    y = [r.label for r in rows]
+    before = [_pctv(r.before.get(metric)) for r in rows]
+    after = [_pctv(r.after.get(metric)) for r in rows]
+    seg_x: list[float | None] = []
+    seg_y: list[str | None] = []
+    for label, b, a in zip(y, before, after):
+        if b is not None and a is not None:
+            seg_x += [b, a, None]
+            seg_y += [label, label, None]
+    colours = [NEUTRAL if r.delta(metric) is None else BETTER if r.delta(metric) > 5e-4 else
+               WORSE if r.delta(metric) < -5e-4 else NEUTRAL for r in rows]
+    custom = [[text.pct(r.before.get(metric), 1), text.pct(r.after.get(metric), 1), text.points(r.delta(metric))]
+              for r in rows]
+    name = METRIC_NAMES.get(metric, metric)
+    hover = ("<b>%{y}</b><br>Before: %{customdata[0]}<br>After: %{customdata[1]}<br>"
+             "Change: %{customdata[2]} points<extra>" + name + "</extra>")
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=seg_x, y=seg_y, mode="lines", line=dict(color="#c7cbd1", width=4),
+                             hoverinfo="skip", showlegend=False, connectgaps=False))
+    fig.add_trace(go.Scatter(x=before, y=y, mode="markers", name="Before fine-tuning",
+                             marker=dict(color=BEFORE, size=12), customdata=custom, hovertemplate=hover))
+    fig.add_trace(go.Scatter(x=after, y=y, mode="markers", name="After fine-tuning",
+                             marker=dict(color=colours, size=13, line=dict(color="white", width=1)),
+                             customdata=custom, hovertemplate=hover))
+    for r in rows:
+        if r.delta(metric) is None:
+            fig.add_annotation(x=1.0, xref="paper", y=r.label, text="not measured", showarrow=False,
+                               xanchor="right", font=dict(color=NEUTRAL, size=11))
+    fig.update_xaxes(title_text=f"{name} (%)", range=[-2, 102], ticksuffix=" %")
+    fig.update_yaxes(autorange="reversed", type="category")
+    return _layout(fig, f"{name}: before and after", 110 + 38 * len(rows))
+
+
+def delta_bars(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
+    """Change per dataset in percentage points, worst first, green/red by sign."""
+    rows = dataset_rows(results, metric)
+    if not rows:
+        return empty_figure("No datasets in this run's results.")
+    rows = sorted(rows, key=lambda r: (r.delta(metric) is None, r.delta(metric) or 0.0))
+    y = [r.label for r in rows]
+    x = [None if r.delta(metric) is None else r.delta(metric) * 100 for r in rows]
+    colours = [NEUTRAL if v is None else BETTER if v > 0.05 else WORSE if v < -0.05 else NEUTRAL for v in x]
+    labels = ["" if v is None else text.points(v / 100) for v in x]
+    custom = [[text.pct(r.before.get(metric), 1), text.pct(r.after.get(metric), 1),
+               "got better" if (v or 0) > 0.05 else "got worse" if (v or 0) < -0.05 else "no change"]
+              for r, v in zip(rows, x)]
+    name = METRIC_NAMES.get(metric, metric)
+    fig = go.Figure(go.Bar(
+        x=x, y=y, orientation="h", marker_color=colours, text=labels, textposition="outside",
+        cliponaxis=False, customdata=custom, name="Change",
+        hovertemplate="<b>%{y}</b><br>%{customdata[2]}: %{text} points<br>"
+                      "Before %{customdata[0]} → after %{customdata[1]}<extra>" + name + "</extra>",
+    ))
+    for r, v in zip(rows, x):
+        if v is None:
+            fig.add_annotation(x=0, y=r.label, text="not measured", showarrow=False, xanchor="left",
+                               font=dict(color=NEUTRAL, size=11))
+    fig.add_vline(x=0, line_color="#444", line_width=1)
+    span = max([abs(v) for v in x if v is not None] + [1.0]) * 1.25
+    fig.update_xaxes(title_text="Change (percentage points)", range=[-span, span], zeroline=False)
+    fig.update_yaxes(autorange="reversed", type="category")
+    return _layout(fig, f"{name}: change per dataset", 110 + 34 * len(rows), showlegend=False)
+
+
+def _series(values: Any, n: int) -> list[float | None]:
+    vals = list(values or [])[:n]
+    vals += [None] * (n - len(vals))
+    return [_pctv(v) for v in vals]
+
+
+def curves(results: Mapping[str, Any]) -> go.Figure:
+    """Accuracy vs training step per dataset (zero-shot), plus the target's trained head."""
+    c = results.get("curves") or {}
+    steps = [s for s in (c.get("steps") or [])]
+    if not steps:
+        return empty_figure("No evaluations were made during training (evaluations during training = 0).")
+    n = len(steps)
+    rows = {r.key: r for r in dataset_rows(results)}
+    fig = go.Figure()
+    head = c.get("target_head_acc")
+    if head:
+        fig.add_trace(go.Scatter(x=steps, y=_series(head, n), mode="lines+markers", connectgaps=False,
+                                 name="Target (trained head)", line=dict(color=TARGET, width=4),
+                                 hovertemplate="step %{x}: %{y:.1f} %<extra>Target, trained head</extra>"))
+    for i, (key, vals) in enumerate((c.get("zs_acc") or {}).items()):
+        row = rows.get(key)
+        label = row.label if row else html_escape(key)
+        is_target = row is not None and row.role == "target"
+        fig.add_trace(go.Scatter(
+            x=steps, y=_series(vals, n), mode="lines+markers", connectgaps=False, name=label,
+            line=dict(color=PALETTE[i % len(PALETTE)], width=3 if is_target else 2, dash="dot" if is_target else None),
+            hovertemplate="step %{x}: %{y:.1f} %<extra>" + label + "</extra>",
+        ))
+    fig.update_xaxes(title_text="Training step")
+    fig.update_yaxes(title_text="Zero-shot accuracy (%)", range=[-2, 102], ticksuffix=" %")
+    return _layout(fig, "Accuracy during training", 420)
+
+
+def wise_ft(results: Mapping[str, Any]) -> go.Figure | None:
+    """Target accuracy and mean control change vs the WiSE-FT mixing ratio (None if not computed)."""
+    w = results.get("wise_ft")
+    if not w or not w.get("alphas"):
+        return None
+    alphas = [_num(a) for a in w["alphas"]]
+    n = len(alphas)
+    tgt = _series(w.get("target_head_acc"), n)
+    ctl = [None if v is None else v for v in _series(w.get("mean_delta_zs_controls"), n)]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=("Target accuracy", "Average change on control datasets"))
+    fig.add_trace(go.Scatter(x=alphas, y=tgt, mode="lines+markers", connectgaps=False, name="Target accuracy",
+                             line=dict(color=TARGET, width=3),
+                             hovertemplate="mix %{x:.2f}: %{y:.1f} %<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=alphas, y=ctl, mode="lines+markers", connectgaps=False, name="Control change",
+                             line=dict(color=WORSE, width=3),
+                             hovertemplate="mix %{x:.2f}: %{y:+.1f} points<extra></extra>"), row=2, col=1)
+    fig.add_hline(y=0, line_color="#444", line_width=1, row=2, col=1)
+    fig.update_xaxes(title_text="Mixing ratio (0 = original model, 1 = fine-tuned model)", row=2, col=1)
+    fig.update_yaxes(ticksuffix=" %", row=1, col=1)
+    fig.update_yaxes(title_text="points", row=2, col=1)
+    return _layout(fig, "WiSE-FT: mixing the original and fine-tuned weights", 480, showlegend=False)
+
+
+# ---- live training charts --------------------------------------------------------------------------
+def ema(values: Sequence[float | None], weight: float) -> list[float | None]:
+    """TensorBoard-style exponential smoothing with debiasing; gaps stay gaps."""
+    if not 0 < weight < 1:
+        return list(values)
+    out: list[float | None] = []
+    acc, norm = 0.0, 0.0
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        acc = acc * weight + (1 - weight) * v
+        norm = norm * weight + (1 - weight)
+        out.append(acc / norm)
+    return out
+
+
+def downsample(points: Sequence[Mapping[str, Any]], max_points: int = 2000) -> list[Mapping[str, Any]]:
+    """Every k-th point (always keeping the last) so long runs stay cheap to draw."""
+    n = len(points)
+    if n <= max_points:
+        return list(points)
+    k = math.ceil(n / max_points)
+    out = list(points[::k])
+    if out[-1] is not points[-1]:
+        out.append(points[-1])
+    return out
+
+
+def live_training(points: Sequence[Mapping[str, Any]], smoothing: float = 0.0, log_y: bool = False) -> go.Figure:
+    """Task loss, regulariser term and total loss (top) and learning rate (bottom) over the whole run."""
+    pts = downsample([p for p in points if _num(p.get("step")) is not None])
+    if not pts:
+        return empty_figure("Waiting for the first training step…")
+    steps = [int(p["step"]) for p in pts]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.7, 0.3])
+    series = [("loss", "Total loss", "#333333"), ("task_loss", "Task loss", TARGET),
+              ("reg_loss", "Regulariser term", "#E69F00")]
+    for key, name, colour in series:
+        raw = [_num(p.get(key)) for p in pts]
+        if all(v is None for v in raw) or (key == "reg_loss" and all(not v for v in raw)):
+            continue
+        if key == "loss" and all(_num(p.get("reg_loss")) in (None, 0.0) for p in pts):
+            continue  # without a regulariser the total is the task loss: one line is enough
+        if smoothing > 0:
+            fig.add_trace(go.Scatter(x=steps, y=raw, mode="lines", line=dict(color=colour, width=1),
+                                     opacity=0.25, showlegend=False, hoverinfo="skip"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=steps, y=ema(raw, smoothing), mode="lines", name=name,
+                                 line=dict(color=colour, width=2), connectgaps=False,
+                                 hovertemplate="step %{x}: %{y:.4g}<extra>" + name + "</extra>"), row=1, col=1)
+    lr = [_num(p.get("lr")) for p in pts]
+    fig.add_trace(go.Scatter(x=steps, y=lr, mode="lines", name="Learning rate", line=dict(color="#009E73", width=2),
+                             hovertemplate="step %{x}: %{y:.3g}<extra>Learning rate</extra>"), row=2, col=1)
+    total = next((int(p["total_steps"]) for p in reversed(pts) if _num(p.get("total_steps"))), None)
+    if total:
+        fig.update_xaxes(range=[0, total], row=1, col=1)
+        fig.update_xaxes(range=[0, total], row=2, col=1)
+    fig.update_xaxes(title_text="Training step", row=2, col=1)
+    fig.update_yaxes(title_text="loss", type="log" if log_y else "linear", row=1, col=1)
+    fig.update_yaxes(title_text="LR", exponentformat="e", row=2, col=1)
+    return _layout(fig, "Training", 460)
+
+
+# ---- several runs ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunEntry:
+    """A finished run as the compare charts see it."""
+
+    id: str
+    label: str  # raw (escaped when drawn)
+    results: Mapping[str, Any]
+    colour: str = ""
+
+    @property
+    def method(self) -> str:
+        return str(self.results.get("method") or (self.results.get("spec") or {}).get("method", {}).get("name", "?"))
+
+
+def run_colours(run_ids: Sequence[str]) -> dict[str, str]:
+    """A colour per run that depends on the run id (stable across pages), unique within the set."""
+    taken: set[int] = set()
+    out = {}
+    for rid in run_ids:
+        h = int(hashlib.sha256(str(rid).encode()).hexdigest(), 16) % len(PALETTE)
+        for k in range(len(PALETTE)):
+            idx = (h + k) % len(PALETTE)
+            if idx not in taken or len(taken) >= len(PALETTE):
+                break
+        taken.add(idx)
+        out[rid] = PALETTE[idx]
+    return out
+
+
+def _unique_labels(runs: Sequence[RunEntry]) -> list[str]:
+    labels = [r.label or r.id for r in runs]
+    return [html_escape(lab if labels.count(lab) == 1 else f"{lab} ({r.id[:8]})") for lab, r in zip(labels, runs)]
+
+
+def run_point(results: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(target gain, mean control change) in percentage points; None where not measured."""
+    b, a = text.target_accuracy(results)
+    gain = None if _num(b) is None or _num(a) is None else (a - b) * 100
+    mean = text.forgetting_summary(results)["mean"]
+    return gain, None if mean is None else mean * 100
+
+
+def compare_heatmap(runs: Sequence[RunEntry], metric: str = "zs_acc") -> go.Figure:
+    """Runs × datasets, the change in points, diverging colours centred on zero; blank = not measured."""
+    if not runs:
+        return empty_figure(text.EMPTY_COMPARE)
+    keys: list[str] = []
+    titles: dict[str, str] = {}
+    for r in runs:
+        for k, e in (r.results.get("datasets") or {}).items():
+            if k not in titles:
+                keys.append(k)
+                titles[k] = str((e or {}).get("title") or k)
+    tl = list(titles.values())
+    cols = [html_escape(t if tl.count(t) == 1 else f"{t} ({k})") for k, t in titles.items()]
+    z: list[list[float | None]] = []
+    cell_text: list[list[str]] = []
+    for r in runs:
+        zrow, trow = [], []
+        for k in keys:
+            e = (r.results.get("datasets") or {}).get(k)
+            d = None
+            if e:
+                b, a = _num((e.get("before") or {}).get(metric)), _num((e.get("after") or {}).get(metric))
+                d = None if b is None or a is None else (a - b) * 100
+            zrow.append(d)
+            mark = " ★" if k == r.results.get("target") else ""
+            trow.append("" if d is None else text.points(d / 100) + mark)
+        z.append(zrow)
+        cell_text.append(trow)
+    finite = [abs(v) for row in z for v in row if v is not None]
+    span = max(finite + [1.0])
+    fig = go.Figure(go.Heatmap(
+        z=z, x=cols, y=_unique_labels(runs), text=cell_text, texttemplate="%{text}", zmid=0, zmin=-span, zmax=span,
+        colorscale="RdBu", hoverongaps=False, colorbar=dict(title="points"),
+        hovertemplate="<b>%{y}</b><br>%{x}: %{text} points<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category", side="top")
+    return _layout(fig, f"Change in {METRIC_NAMES.get(metric, metric).lower()} (★ = the run's target)",
+                   160 + 42 * len(runs), margin=dict(l=10, r=20, t=110, b=20))
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both coordinates (both maximised), by x ascending."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+
+
+def tradeoff_scatter(runs: Sequence[RunEntry]) -> go.Figure:
+    """x = gain on the target, y = mean change on the controls; one dot per run, Pareto front joined."""
+    pts, kept = [], []
+    for r in runs:
+        gx, my = run_point(r.results)
+        if gx is not None and my is not None:
+            pts.append((gx, my))
+            kept.append(r)
+    if not kept:
+        return empty_figure("These runs have no target gain and control change to plot yet.")
+    labels = _unique_labels(kept)
+    colours = run_colours([r.id for r in kept])
+    methods = sorted({r.method for r in kept})
+    fig = go.Figure()
+    front = pareto_front(pts)
+    if len(front) > 1:
+        fig.add_trace(go.Scatter(x=[pts[i][0] for i in front], y=[pts[i][1] for i in front], mode="lines",
+                                 name="Pareto front", line=dict(color="#555", dash="dash", width=2),
+                                 hoverinfo="skip"))
+    for r, lab, (gx, my) in zip(kept, labels, pts):
+        fig.add_trace(go.Scatter(
+            x=[gx], y=[my], mode="markers+text", name=lab, text=[lab], textposition="top center",
+            marker=dict(color=r.colour or colours[r.id], size=16, symbol=SYMBOLS[methods.index(r.method) % len(SYMBOLS)],
+                        line=dict(color="white", width=1)),
+            customdata=[[html_escape(r.method), text.points(gx / 100), text.points(my / 100)]],
+            hovertemplate="<b>%{text}</b><br>method %{customdata[0]}<br>target gain %{customdata[1]} points<br>"
+                          "control change %{customdata[2]} points<extra></extra>",
+        ))
+    fig.add_hline(y=0, line_color="#888", line_width=1, annotation_text="no forgetting",
+                  annotation_position="bottom right")
+    fig.update_xaxes(title_text="Gain on the target (points) → better")
+    fig.update_yaxes(title_text="Average change on control datasets (points) → less forgetting")
+    return _layout(fig, "Gain vs forgetting", 460)
+
+
+# ---- the report table and the self-contained HTML report ------------------------------------------
+REPORT_COLUMNS = ["Dataset", "Role", "Zero-shot before", "Zero-shot after", "Zero-shot change",
+                  "Linear probe before", "Linear probe after", "Linear probe change", "ECE before", "ECE after"]
+
+
+def report_table(results: Mapping[str, Any]) -> list[list[str]]:
+    """Rows of display strings (raw titles: the table component shows them as text)."""
+    out = []
+    for r in dataset_rows(results):
+        out.append([r.title, r.role,
+                    text.pct(r.before.get("zs_acc"), 1), text.pct(r.after.get("zs_acc"), 1), text.points(r.delta("zs_acc")),
+                    text.pct(r.before.get("lp_acc"), 1), text.pct(r.after.get("lp_acc"), 1), text.points(r.delta("lp_acc")),
+                    _ece(r.before.get("zs_ece")), _ece(r.after.get("zs_ece"))])
+    return out
+
+
+def _ece(x: Any) -> str:
+    v = _num(x)
+    return "—" if v is None else f"{v:.3f}"
+
+
+def report_figures(results: Mapping[str, Any]) -> list[tuple[str, go.Figure]]:
+    """The report's charts in reading order, with the caption that explains each."""
+    figs = [(text.CHART_CAPTIONS["dumbbell"], dumbbell(results, "zs_acc"))]
+    if metric_computed(results, "lp_acc"):
+        figs.append((text.CHART_CAPTIONS["dumbbell"], dumbbell(results, "lp_acc")))
+    figs.append((text.CHART_CAPTIONS["delta"], delta_bars(results, "zs_acc")))
+    if (results.get("curves") or {}).get("steps"):
+        figs.append((text.CHART_CAPTIONS["curves"], curves(results)))
+    w = wise_ft(results)
+    if w is not None:
+        figs.append((text.CHART_CAPTIONS["wise_ft"], w))
+    return figs
+
+
+def report_html(results: Mapping[str, Any], run_label: str = "") -> str:
+    """A self-contained HTML report (plotly.js inlined once, so it opens offline)."""
+    parts = []
+    first = True
+    for caption, fig in report_figures(results):
+        parts.append(f"<p class='cap'>{html_escape(caption)}</p>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False}))
+        first = False
+    head = "".join(f"<th>{html_escape(c)}</th>" for c in REPORT_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html_escape(c)}</td>" for c in row) + "</tr>" for row in report_table(results))
+    gloss = "".join(f"<dt>{html_escape(k.replace('_', ' '))}</dt><dd>{html_escape(v)}</dd>" for k, v in text.GLOSSARY.items())
+    spec = results.get("spec") or {}
+    title = run_label or spec.get("name") or f"{results.get('method', '')} on {results.get('target', '')}"
+    timing = results.get("timing") or {}
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html_escape(text.APP_TITLE)} report: {html_escape(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{{font-family:Inter,system-ui,-apple-system,'Segoe UI',sans-serif;max-width:980px;margin:2rem auto;padding:0 1rem;color:#1f2328}}
+h1{{font-size:1.5rem}} .headline{{font-size:1.25rem;line-height:1.5;background:#f6f8fa;border-left:4px solid #3366cc;padding:.8rem 1rem}}
+.cap{{color:#57606a;margin:1.5rem 0 0}} table{{border-collapse:collapse;width:100%;font-size:.9rem}}
+td,th{{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left}} dt{{font-weight:600;margin-top:.5rem}}
+.meta{{color:#57606a;font-size:.85rem}}
+</style></head><body>
+<h1>{html_escape(text.APP_TITLE)} · forgetting report: {html_escape(title)}</h1>
+<p class="meta">Method {html_escape(results.get('method', '?'))} · model {html_escape(spec.get('backbone', '?'))} ·
+finished {html_escape(timing.get('finished_at', '?'))} · spec {html_escape(str(results.get('spec_hash', ''))[:12])}</p>
+<p class="headline">{text.headline(results, markup='html')}</p>
+{''.join(parts)}
+<h2>All numbers</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h2>What the numbers mean</h2><dl>{gloss}</dl>
+</body></html>"""

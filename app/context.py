@@ -1,0 +1,107 @@
+"""What every tab needs: the service API, who the acting user is, and how errors reach the user."""
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ldifs_engine.errors import LdifsError
+
+from . import text
+
+log = logging.getLogger("ldifs.app")
+
+AUTH_MODES = ("none", "password", "oauth")
+LOCAL_USER = "local"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass
+class AppContext:
+    """Shared by the tab builders. ``api`` is ``tasks.api`` (or a test double with the same functions)."""
+
+    api: Any
+    auth_mode: str = "none"
+    default_user: str = LOCAL_USER
+    poll_s: float = 2.0
+    tmp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ldifs-app-")))
+
+    def user(self, request: gr.Request | None) -> str:
+        """The acting user: the signed-in name when auth is on, else the local default user.
+
+        With auth on, a request without a user is refused (an API call that slipped past the login
+        must not act as anyone).
+        """
+        if self.auth_mode == "none":
+            return self.default_user
+        name = None
+        if request is not None:
+            if self.auth_mode == "password":
+                name = request.username
+            else:
+                name = _oauth_username(request)
+        if not name:
+            raise gr.Error(text.SIGN_IN, title="Not signed in")
+        return str(name)
+
+    def scratch_file(self, filename: str) -> Path:
+        """A fresh private folder under the temp dir holding ``filename`` (a server-chosen name)."""
+        d = Path(tempfile.mkdtemp(dir=self.tmp_dir))
+        return d / (_SAFE_NAME.sub("_", filename).strip("._") or "file")
+
+
+def _oauth_username(request: gr.Request) -> str | None:
+    """The Hugging Face username of a valid OAuth session, or None."""
+    raw = getattr(request, "request", None)
+    session = getattr(raw, "session", None) if raw is not None else None
+    if session is None:
+        return None
+    try:
+        from gradio import oauth
+
+        info = oauth._get_valid_oauth_info_from_session(session)  # checks expiry
+    except Exception:  # noqa: BLE001 — no OAuth support configured = not signed in
+        info = None
+    if not info:
+        return None
+    userinfo = info.get("userinfo") or {}
+    return userinfo.get("preferred_username") or None
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn the errors a user can cause into a readable ``gr.Error``; log anything else."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except LdifsError as e:
+            raise gr.Error(text.html_text(str(e)), title=type(e).__name__.replace("Error", " error").strip()) from None
+        except Exception as e:  # noqa: BLE001 — last line of defence: no tracebacks in the browser
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"Something went wrong ({type(e).__name__}). The server log has the details.") from None
+
+    return wrapper
+
+
+def quiet(fn: Callable, fallback: Callable[..., Any]) -> Callable:
+    """For polling handlers: never raise; on error return ``fallback(*args)`` (usually skips)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001
+            log.debug("poll handler %s failed", fn.__name__, exc_info=True)
+            return fallback(*args, **kwargs)
+
+    return wrapper

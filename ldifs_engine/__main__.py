@@ -1,0 +1,234 @@
+"""Engine commands: ``python -m ldifs_engine run|train|eval|backbones|methods|datasets|demo|pretrain-demo``.
+
+``run`` is what the job worker's child process executes; the others are also reachable through the
+``ldifs`` console script. Errors print one readable line and exit non-zero (codes in docs/CONTRACTS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _load_spec(path: str):
+    from .errors import SpecError
+    from .spec import RunSpec
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec: file {path!r} not found")
+    text = p.read_text(encoding="utf-8")
+    return RunSpec.from_json(text) if p.suffix == ".json" else RunSpec.from_yaml(text)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run
+
+    spec = _load_spec(args.spec)
+    results = run(spec, args.workdir, resume=args.resume, data_root=args.data_root, download=args.download)
+    if getattr(args, "print_summary", False):
+        print(summary_table({spec.method.name: results}))
+        print(f"results: {Path(args.workdir) / 'results.json'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    args.workdir = args.out
+    args.print_summary = True
+    return cmd_run(args)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .backbones import get_tokenizer, load_backbone, load_safetensors_into, preprocess_cfg
+    from .data import DataContext, resolve_dataset
+    from .evaluate import EvalSet, Preprocessor, evaluate_model, subset_indices
+    from .runner import default_data_root, pick_device
+
+    device = pick_device()
+    model = load_backbone(args.backbone, device=device)
+    if args.checkpoint:
+        load_safetensors_into(model, Path(args.checkpoint))
+    tok = get_tokenizer(args.backbone)
+    pre = Preprocessor(preprocess_cfg(model))
+    ctx = DataContext(Path(args.data_root) if args.data_root else default_data_root(), download=args.download)
+    rows = {}
+    for key in [k.strip() for k in args.datasets.split(",") if k.strip()]:
+        info = resolve_dataset(key, ctx)
+        test = info.load("test", ctx)
+        train = info.load("train", ctx) if not args.no_lp else None
+        es = EvalSet(key, info, test, subset_indices(len(test), args.max_samples, 11),
+                     train, subset_indices(len(train), args.max_samples, 13) if train is not None else None)
+        m, _ = evaluate_model(model, es, pre, tokenizer=tok, device=device, zero_shot=True,
+                              linear_probe=not args.no_lp, ece=True, seed=0)
+        rows[key] = m
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'dataset':<14}{'ZS acc':>8}{'ZS ECE':>8}{'LP acc':>8}{'LP ECE':>8}")
+        for k, m in rows.items():
+            print(f"{k:<14}" + "".join(f"{_fmt(m.get(c)):>8}" for c in ("zs_acc", "zs_ece", "lp_acc", "lp_ece")))
+    del torch
+    return 0
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from .backbones import BACKBONES
+
+    rows = [b.meta() for _, b in BACKBONES.items()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for b in rows:
+        where = "needs download" if b["needs_download"] else ("random init" if b["random_init"] else "built-in")
+        print(f"{b['key']:<34}{where:<16}{b['title']}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import METHODS
+
+    rows = [m.meta() for _, m in METHODS.items()]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for m in rows:
+        params = ", ".join(f"{p['name']}={p['default']}" for p in m["params"]) or "—"
+        print(f"{m['name']:<8}{m['title']:<36}params: {params}")
+    print("post-hoc: WiSE-FT weight interpolation — set eval.wise_ft_alphas, e.g. [0, 0.1, ..., 1]")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import DATASETS
+
+    rows = [d.meta() for _, d in DATASETS.items()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for d in rows:
+        print(f"{d['key']:<16}{d['num_classes']:>5} classes  {d['source']:<12}{d['title']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(target=args.target, seed=args.seed, methods=args.methods, out=args.out, steps=args.steps)
+
+
+def cmd_pretrain_demo(args: argparse.Namespace) -> int:
+    from .pretrain import pretrain_concept_clip
+
+    kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    manifest = pretrain_concept_clip(Path(args.out), **kw)
+    print(json.dumps(manifest, indent=2, default=str))
+    return 0
+
+
+def summary_table(results_by_method: dict) -> str:
+    """Before/after table of one or several runs (ZS accuracy per dataset, target head, means)."""
+    lines = []
+    first = next(iter(results_by_method.values()))
+    keys = list(first["datasets"])
+    head = f"{'method':<8}{'target acc':>16}" + "".join(f"{k[:10]:>11}" for k in keys[1:]) + f"{'mean ΔZS':>10}{'mean ΔLP':>10}"
+    lines.append(head)
+    before = f"{'(before)':<8}{_pct(first['target_head_acc']['before']):>16}" + "".join(
+        f"{_pct(first['datasets'][k]['before']['zs_acc']):>11}" for k in keys[1:])
+    lines.append(before)
+    for name, r in results_by_method.items():
+        s = r["summary"]
+        row = f"{name:<8}{_pct(r['target_head_acc']['after']):>16}" + "".join(
+            f"{_pct(r['datasets'][k]['after']['zs_acc']):>11}" for k in keys[1:])
+        row += f"{_pts(s['mean_delta_zs_controls']):>10}{_pts(s['mean_delta_lp_controls']):>10}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def _pts(v) -> str:
+    return "—" if v is None else f"{100 * v:+.1f}"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the engine commands to an argparse sub-parser set (used by ``ldifs``)."""
+    p = sub.add_parser("run", help="run a spec in a run directory (what the worker's child executes)")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--download", action="store_true", help="let torchvision datasets download when online")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("train", help="fine-tune from a spec file (YAML/JSON) and write results into --out")
+    p.add_argument("spec")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--download", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="zero-shot / linear-probe accuracy of a backbone or a checkpoint")
+    p.add_argument("--backbone", default="concept-clip-tiny")
+    p.add_argument("--checkpoint", default=None, help="a run's final/model.safetensors (safetensors only)")
+    p.add_argument("--datasets", default="shape,colour,pattern,size,quadrant")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--no-lp", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--download", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    for name, fn, hlp in (("backbones", cmd_backbones, "list allowed backbones"),
+                          ("methods", cmd_methods, "list fine-tuning methods and their parameters"),
+                          ("datasets", cmd_datasets, "list the dataset catalog")):
+        p = sub.add_parser(name, help=hlp)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=fn)
+
+    p = sub.add_parser("demo", help="headless end-to-end demo on the built-in model: CE vs L2-SP vs LDIFS")
+    p.add_argument("--target", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default="ce,l2sp,ldifs")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--out", default="runs/demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("pretrain-demo", help="re-create the built-in concept-clip-tiny from scratch")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_pretrain_demo)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run a parsed command; typed errors become one line on stderr and their exit code."""
+    from .errors import LdifsError
+
+    try:
+        return int(args.func(args) or 0)
+    except LdifsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ldifs_engine", description=__doc__.splitlines()[0])
+    register(parser.add_subparsers(dest="command", required=True))
+    return dispatch(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

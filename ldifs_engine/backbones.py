@@ -1,0 +1,320 @@
+"""Backbone catalog, loading, frozen reference copies and LDIFS feature taps.
+
+Only catalog keys reach open_clip: a user never supplies the ``pretrained=`` string or a path.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ModelUnavailable
+from .registry import Registry
+
+ASSETS = Path(__file__).parent / "assets"
+_CONFIGS_ADDED = False
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """One allowed (architecture, weights) pair."""
+
+    key: str
+    arch: str  # open_clip model name
+    pretrained: str | None = None  # open_clip pretrained tag (downloaded) — None for built-ins
+    builtin_weights: str | None = None  # safetensors file in ldifs_engine/assets
+    title: str = ""
+    description: str = ""
+    tower: str = "vit"  # vit | resnet: decides the LDIFS tap layout
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def needs_download(self) -> bool:
+        return self.pretrained is not None
+
+    @property
+    def random_init(self) -> bool:
+        return self.pretrained is None and self.builtin_weights is None
+
+    def meta(self) -> dict:
+        return {
+            "key": self.key, "arch": self.arch, "pretrained": self.pretrained, "title": self.title or self.key,
+            "description": self.description, "tower": self.tower, "needs_download": self.needs_download,
+            "random_init": self.random_init, "builtin": not self.needs_download, "tags": list(self.tags),
+        }
+
+
+BACKBONES: Registry[BackboneInfo] = Registry("backbone")
+
+
+def register_backbone(info: BackboneInfo) -> BackboneInfo:
+    return BACKBONES.register(info.key, info)
+
+
+register_backbone(BackboneInfo(
+    "concept-clip-tiny", "ldifs-concept-vit", builtin_weights="concept-clip-tiny.safetensors",
+    title="Concept CLIP (built-in, offline)",
+    description="A tiny CLIP pre-trained by this project on its concept world. No download; runs on CPU in seconds.",
+    tags=("builtin", "offline"),
+))
+register_backbone(BackboneInfo(
+    "tiny-vit-random", "ldifs-concept-vit", title="Tiny ViT (random init, tests)",
+    description="The built-in architecture with random weights: for tests and smoke runs only.", tags=("test",),
+))
+register_backbone(BackboneInfo(
+    "tiny-rn-random", "ldifs-tiny-rn", title="Tiny ResNet (random init, tests)", tower="resnet",
+    description="A tiny ModifiedResNet CLIP with random weights: for tests of the ResNet taps.", tags=("test",),
+))
+for _arch, _tag, _tower, _title in [
+    ("ViT-B-32", "openai", "vit", "ViT-B/32 · OpenAI (the paper's)"),
+    ("ViT-B-16", "openai", "vit", "ViT-B/16 · OpenAI (the paper's)"),
+    ("ViT-L-14", "openai", "vit", "ViT-L/14 · OpenAI"),
+    ("RN50", "openai", "resnet", "RN50 · OpenAI"),
+    ("RN101", "openai", "resnet", "RN101 · OpenAI"),
+    ("ViT-B-32", "laion2b_s34b_b79k", "vit", "ViT-B/32 · LAION-2B"),
+    ("ViT-B-16", "laion2b_s34b_b88k", "vit", "ViT-B/16 · LAION-2B"),
+    ("ViT-L-14", "laion2b_s32b_b82k", "vit", "ViT-L/14 · LAION-2B"),
+    ("ViT-B-32", "datacomp_xl_s13b_b90k", "vit", "ViT-B/32 · DataComp-XL"),
+]:
+    register_backbone(BackboneInfo(
+        f"{_arch}/{_tag}", _arch, pretrained=_tag, tower=_tower, title=_title,
+        description=f"open_clip {_arch} with '{_tag}' weights (downloaded once into the model cache).",
+        tags=("download",),
+    ))
+
+
+def _add_builtin_configs() -> None:
+    global _CONFIGS_ADDED
+    if not _CONFIGS_ADDED:
+        import open_clip
+
+        open_clip.add_model_config(ASSETS / "model_configs")
+        _CONFIGS_ADDED = True
+
+
+def catalog_check() -> list[str]:
+    """Catalog entries whose (arch, tag) open_clip does not list (should be empty)."""
+    import open_clip
+
+    listed = set(open_clip.list_pretrained())
+    return [b.key for _, b in BACKBONES.items() if b.pretrained and (b.arch, b.pretrained) not in listed]
+
+
+def load_backbone(key: str, *, cache_dir: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Build the CLIP model of a catalog key with its weights, in eval mode.
+
+    Raises ``ModelUnavailable`` with one readable line when weights cannot be had (offline, corrupt).
+    """
+    import open_clip
+
+    info = BACKBONES.get(key)
+    _add_builtin_configs()
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # open_clip warns on random init
+    try:
+        if info.pretrained is not None:
+            model = open_clip.create_model(
+                info.arch, pretrained=info.pretrained, cache_dir=str(cache_dir) if cache_dir else None,
+                require_pretrained=True,
+            )
+        else:
+            model = open_clip.create_model(info.arch, pretrained=None)
+            if info.builtin_weights:
+                load_safetensors_into(model, ASSETS / info.builtin_weights)
+    except ModelUnavailable:
+        raise
+    except Exception as e:  # network, hub and file errors all mean the same thing to a user
+        hint = " (no internet? pre-download the weights into the model cache or use the built-in concept-clip-tiny)"
+        raise ModelUnavailable(f"backbone {key!r}: weights could not be loaded: {type(e).__name__}: {str(e)[:200]}{hint}") from None
+    return model.to(device).eval()
+
+
+def load_safetensors_into(module: nn.Module, path: Path, *, prefix: str = "") -> None:
+    """Load a safetensors file with strict key and shape checks (never pickle)."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ModelUnavailable(f"weights file {path.name} is missing")
+    try:
+        state = load_file(str(path))
+    except Exception as e:
+        raise ModelUnavailable(f"weights file {path.name} is not valid safetensors: {e}") from None
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    bad_shape = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or bad_shape:
+        raise ModelUnavailable(
+            f"weights file {path.name} does not match the architecture "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]})"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A cheap content hash of the weights (keys, shapes and a strided sample of values)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        flat = v.detach().reshape(-1)
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        if flat.numel():
+            sample = flat[:: max(1, flat.numel() // 64)].float().cpu().numpy().tobytes()
+            h.update(sample)
+    return h.hexdigest()
+
+
+def preprocess_cfg(model: nn.Module) -> dict:
+    """Image size, mean and std the tower expects."""
+    import open_clip
+
+    cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    size = cfg.get("size", getattr(model.visual, "image_size", 224))
+    if isinstance(size, (tuple, list)):
+        size = size[0]
+    return {
+        "size": int(size),
+        "mean": tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        "std": tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+        "interpolation": cfg.get("interpolation", "bicubic"),
+    }
+
+
+def get_tokenizer(key: str):
+    """The open_clip tokenizer of a catalog key's architecture."""
+    import open_clip
+
+    _add_builtin_configs()
+    return open_clip.get_tokenizer(BACKBONES.get(key).arch)
+
+
+# ---- feature taps ----------------------------------------------------------------------------
+def tower_kind(visual: nn.Module) -> str:
+    if hasattr(visual, "transformer") and hasattr(visual, "ln_pre"):
+        return "vit"
+    if all(hasattr(visual, n) for n in ("layer1", "layer4", "avgpool")):
+        return "resnet"
+    raise ValueError(f"no LDIFS tap layout for image tower {type(visual).__name__}")
+
+
+def tap_points(visual: nn.Module, layout: str = "official") -> list[nn.Module]:
+    """Modules whose outputs are the LDIFS taps (METHOD.md §2).
+
+    ``official``: ViT → ln_pre output + the outputs after every L/4 blocks (5 taps for any depth
+    divisible by 4; otherwise 4 evenly spaced block outputs ending with the last);
+    ResNet → stem (after avgpool) + layer1..layer4. ``all_blocks``: ln_pre + every block (ViT).
+    """
+    kind = tower_kind(visual)
+    if kind == "resnet":
+        return [visual.avgpool, visual.layer1, visual.layer2, visual.layer3, visual.layer4]
+    blocks = list(visual.transformer.resblocks)
+    depth = len(blocks)
+    if layout == "all_blocks":
+        idx = list(range(depth))
+    elif layout == "official":
+        idx = sorted({round(depth * k / 4) - 1 for k in (1, 2, 3, 4)})
+        idx = [i for i in idx if i >= 0]
+    else:
+        raise ValueError(f"unknown tap layout {layout!r}")
+    return [visual.ln_pre] + [blocks[i] for i in idx]
+
+
+class _StopForward(Exception):
+    """Raised by the last tap's hook so a reference tower does not run past it."""
+
+
+@contextlib.contextmanager
+def _capture(points: Sequence[nn.Module], stop_after_last: bool) -> Iterator[list]:
+    store: list = [None] * len(points)
+    handles = []
+
+    def make(i: int):
+        def hook(_mod, _inp, out):
+            t = out[0] if isinstance(out, tuple) else out
+            store[i] = t
+            if stop_after_last and i == len(points) - 1:
+                raise _StopForward
+
+        return hook
+
+    for i, p in enumerate(points):
+        handles.append(p.register_forward_hook(make(i)))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _batch_first(visual: nn.Module, taps: list[torch.Tensor], batch: int) -> list[torch.Tensor]:
+    # open_clip >= 2.26 transformers are batch-first; older ones are [T, B, D]. Never guess from
+    # shapes alone when T == B: use the module flag.
+    if tower_kind(visual) != "vit":
+        return taps
+    if getattr(visual.transformer, "batch_first", True):
+        return taps
+    return [taps[0]] + [t.transpose(0, 1) for t in taps[1:]]  # old open_clip: ln_pre ran before the permute
+
+
+def image_taps(
+    visual: nn.Module, images: torch.Tensor, *, layout: str = "official"
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One forward of an open_clip image tower → (image embedding as ``encode_image`` gives it,
+    before normalisation; the LDIFS taps). Taps come from this same forward (hooks)."""
+    points = tap_points(visual, layout)
+    with _capture(points, stop_after_last=False) as store:
+        emb = visual(images)
+    if isinstance(emb, tuple):
+        emb = emb[0]
+    return emb, _batch_first(visual, list(store), images.shape[0])
+
+
+def reference_taps(reference: nn.Module, images: torch.Tensor, *, layout: str = "official") -> list[torch.Tensor]:
+    """Taps of the frozen reference tower; runs only up to the last tap, without autograd."""
+    tower = getattr(reference, "tower", reference)
+    points = tap_points(tower, layout)
+    with torch.inference_mode(), _capture(points, stop_after_last=True) as store:
+        try:
+            reference(images)
+        except _StopForward:
+            pass
+    return [t.clone() for t in _batch_first(tower, list(store), images.shape[0])]
+
+
+def reference_embedding(reference: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Full forward of the reference tower (for the optional final-embedding tap)."""
+    with torch.inference_mode():
+        out = reference(images)
+    return (out[0] if isinstance(out, tuple) else out).clone()
+
+
+class FrozenReference(nn.Module):
+    """A frozen copy of an image tower: no grad, always eval (``train()`` cannot flip it)."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.tower = copy.deepcopy(visual)
+        for p in self.tower.parameters():
+            p.requires_grad_(False)
+        self.tower.eval()
+
+    def train(self, mode: bool = True) -> "FrozenReference":  # noqa: ARG002 — frozen on purpose
+        super().train(False)
+        self.tower.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tower(images)
+
+
+def frozen_copy(visual: nn.Module) -> FrozenReference:
+    """The reference model of LDIFS (and the anchor of L2-SP): frozen three ways."""
+    return FrozenReference(visual)

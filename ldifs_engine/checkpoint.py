@@ -1,0 +1,114 @@
+"""Resumable checkpoints: safetensors weights + JSON state + an optimiser file only we write.
+
+A checkpoint directory is written as ``step-N.tmp`` and renamed to ``step-N`` after a ``COMPLETE``
+marker is in it, so a crash mid-write never leaves a directory that looks complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InvalidCheckpoint
+
+MARKER = "COMPLETE"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file + fsync + ``os.replace``: readers see the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (Path,)):
+        return str(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def checkpoint_dir(root: Path, step: int) -> Path:
+    return Path(root) / f"step-{step:08d}"
+
+
+def save_checkpoint(root: Path, step: int, *, weights: dict[str, torch.Tensor], state: dict,
+                    optim_state: dict, keep: int = 2) -> Path:
+    """Write ``root/step-N`` atomically; keep the newest ``keep`` complete checkpoints."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_dir(root, step)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        save_tensors_atomic(tmp / "model.safetensors", weights)
+        torch.save(optim_state, tmp / "optim.pt")
+        atomic_write_json(tmp / "state.json", {**state, "step": step})
+        (tmp / MARKER).write_text("ok")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in complete_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and not p.name.endswith(".tmp")
+            and (p / MARKER).exists()]
+    return sorted(dirs, key=lambda p: p.name)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = complete_checkpoints(root)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, *, spec_hash: str | None = None) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(weights, state, optimiser state) of a complete checkpoint we wrote; checks the spec hash."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / MARKER).exists():
+        raise InvalidCheckpoint(f"checkpoint {path.name} is incomplete")
+    state = json.loads((path / "state.json").read_text())
+    if spec_hash is not None and state.get("spec_hash") != spec_hash:
+        raise InvalidCheckpoint(f"checkpoint {path.name} belongs to another spec; start a new run instead of resuming")
+    weights = load_file(str(path / "model.safetensors"))
+    optim_state = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+    return weights, state, optim_state

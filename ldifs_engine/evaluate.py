@@ -1,0 +1,199 @@
+"""Evaluation: preprocessing, image features, zero-shot / linear-probe accuracy and ECE.
+
+The pre-trained model's numbers for a (backbone weights, dataset, templates, preprocessing) key
+never change, so ``before_metrics`` goes through a byte cache keyed by a content hash.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from .cache import ByteCache, NullCache, content_key, tensors_from_bytes, tensors_to_bytes
+from .data.catalog import DatasetInfo, ImageSet
+from .heads import fit_linear_probe, zero_shot_weights, ZS_SCALE
+from .metrics import accuracy, expected_calibration_error
+
+CACHE_VERSION = 1
+
+
+class Preprocessor:
+    """uint8 images → normalised float batches at the tower's size (eval: resize + centre crop;
+    train: RandomResizedCrop with scale 0.9–1, as open_clip's train transform)."""
+
+    def __init__(self, cfg: dict):
+        self.size = int(cfg["size"])
+        self.mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+        self.cfg = {"size": self.size, "mean": list(cfg["mean"]), "std": list(cfg["std"])}
+
+    def _fit(self, img: torch.Tensor) -> torch.Tensor:
+        if img.shape[-2:] == (self.size, self.size):
+            return img
+        img = TF.resize(img, self.size, antialias=True)
+        return TF.center_crop(img, [self.size, self.size])
+
+    def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        return (batch.float() / 255.0 - self.mean) / self.std
+
+    def eval_batch(self, images: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[-2:] == (self.size, self.size):
+            return self._normalise(images)
+        return self._normalise(torch.stack([self._fit(im) for im in images]))
+
+    def train_batch(self, images: Sequence[torch.Tensor] | torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        out = []
+        for im in images:
+            h, w = im.shape[-2:]
+            area = h * w
+            for _ in range(10):
+                scale = 0.9 + 0.1 * torch.rand((), generator=gen).item()
+                logr = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * torch.rand((), generator=gen).item()
+                ratio = math.exp(logr)
+                cw = int(round(math.sqrt(area * scale * ratio)))
+                ch = int(round(math.sqrt(area * scale / ratio)))
+                if 0 < cw <= w and 0 < ch <= h:
+                    top = int(torch.randint(0, h - ch + 1, (), generator=gen))
+                    left = int(torch.randint(0, w - cw + 1, (), generator=gen))
+                    break
+            else:
+                ch, cw = min(h, w), min(h, w)
+                top, left = (h - ch) // 2, (w - cw) // 2
+            out.append(TF.resized_crop(im, top, left, ch, cw, [self.size, self.size], antialias=True))
+        return self._normalise(torch.stack(out))
+
+
+def subset_indices(n: int, cap: int | None, seed: int) -> torch.Tensor:
+    """A seeded subset of ``range(n)`` of size ``cap`` (all, in order, when cap is None or ≥ n)."""
+    if cap is None or cap >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[:cap].sort().values
+
+
+def gather(ds: ImageSet, idx: torch.Tensor) -> tuple[list[torch.Tensor] | torch.Tensor, torch.Tensor]:
+    """Images and labels of ``idx`` (one tensor slice for in-memory sets)."""
+    images = getattr(ds, "images", None)
+    if isinstance(images, torch.Tensor):
+        return images[idx], ds.labels()[idx]
+    items = [ds[int(i)] for i in idx]
+    return [im for im, _ in items], torch.tensor([int(y) for _, y in items], dtype=torch.long)
+
+
+@torch.no_grad()
+def encode_images(visual: nn.Module, ds: ImageSet, idx: torch.Tensor, pre: Preprocessor, *,
+                  device: torch.device, batch_size: int = 256, autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised float32 image embeddings ``[N, E]`` and labels of the samples ``idx``."""
+    was_training = visual.training
+    visual.eval()
+    feats, labels = [], []
+    try:
+        for i in range(0, len(idx), batch_size):
+            images, y = gather(ds, idx[i:i + batch_size])
+            x = pre.eval_batch(images).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                emb = visual(x)
+            if isinstance(emb, tuple):
+                emb = emb[0]
+            feats.append(F.normalize(emb.float(), dim=-1).cpu())
+            labels.append(y)
+    finally:
+        visual.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+@dataclass
+class EvalSet:
+    """One dataset prepared for evaluation: its info, test split and (optional) probe train split."""
+
+    key: str
+    info: DatasetInfo
+    test: ImageSet
+    test_idx: torch.Tensor
+    train: ImageSet | None = None
+    train_idx: torch.Tensor | None = None
+
+    @property
+    def classnames(self) -> tuple[str, ...]:
+        return tuple(self.info.classnames)
+
+
+def zs_metrics(feats: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *, ece: bool) -> dict:
+    logits = ZS_SCALE * feats @ weights.t()
+    return {"zs_acc": accuracy(logits, labels), "zs_ece": expected_calibration_error(logits, labels) if ece else None}
+
+
+def lp_metrics(train_feats, train_labels, test_feats, test_labels, num_classes: int, *, ece: bool,
+               seed: int) -> tuple[dict, nn.Linear, dict]:
+    head, info = fit_linear_probe(train_feats, train_labels, num_classes, seed=seed)
+    with torch.no_grad():
+        logits = head(test_feats)
+    out = {"lp_acc": accuracy(logits, test_labels),
+           "lp_ece": expected_calibration_error(logits, test_labels) if ece else None}
+    return out, head, info
+
+
+def evaluate_model(model: nn.Module, es: EvalSet, pre: Preprocessor, *, tokenizer, device: torch.device,
+                   zero_shot: bool, linear_probe: bool, ece: bool, seed: int, autocast: bool = False,
+                   zs_weights: torch.Tensor | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metrics of ``model`` on one dataset, and the tensors worth keeping (zs weights, probe head)."""
+    out: dict = {"zs_acc": None, "zs_ece": None, "lp_acc": None, "lp_ece": None}
+    keep: dict[str, torch.Tensor] = {}
+    test_f, test_y = encode_images(model.visual, es.test, es.test_idx, pre, device=device, autocast=autocast)
+    if zero_shot:
+        if zs_weights is None:
+            zs_weights = zero_shot_weights(model, tokenizer, es.classnames, es.info.templates, device=device).cpu()
+        out.update(zs_metrics(test_f, test_y, zs_weights, ece=ece))
+        keep["zs_weights"] = zs_weights
+    if linear_probe and es.train is not None:
+        tr_f, tr_y = encode_images(model.visual, es.train, es.train_idx, pre, device=device, autocast=autocast)
+        lp, head, info = lp_metrics(tr_f, tr_y, test_f, test_y, len(es.classnames), ece=ece, seed=seed)
+        out.update(lp)
+        out["lp_weight_decay"] = info["weight_decay"]
+        keep["lp_weight"], keep["lp_bias"] = head.weight.detach().clone(), head.bias.detach().clone()
+    return out, keep
+
+
+def before_key(backbone_key: str, fingerprint: str, es: EvalSet, pre: Preprocessor, flags: dict, seed: int) -> str:
+    """Content hash of everything the pre-trained model's numbers depend on."""
+    import open_clip
+
+    return content_key(
+        "before", v=CACHE_VERSION, backbone=backbone_key, weights=fingerprint, dataset=es.key,
+        source=es.info.source, classnames=list(es.classnames), templates=list(es.info.templates),
+        n_test=len(es.test), n_train=len(es.train) if es.train is not None else 0,
+        test_idx=_idx_hash(es.test_idx), train_idx=_idx_hash(es.train_idx), pre=pre.cfg, flags=flags,
+        seed=seed, torch=torch.__version__, open_clip=open_clip.__version__,
+    )
+
+
+def _idx_hash(idx: torch.Tensor | None) -> str | None:
+    import hashlib
+
+    return None if idx is None else hashlib.sha256(idx.numpy().tobytes()).hexdigest()[:16]
+
+
+def before_metrics(model: nn.Module, es: EvalSet, pre: Preprocessor, *, key: str, cache: ByteCache | None,
+                   **kw) -> tuple[dict, dict[str, torch.Tensor], bool]:
+    """Cached ``evaluate_model`` of the pre-trained model → (metrics, tensors, cache hit?)."""
+    cache = cache or NullCache()
+    blob = cache.get(key)
+    if blob is not None:
+        try:
+            tensors, meta = tensors_from_bytes(blob)
+            return meta["metrics"], tensors, True
+        except Exception:  # a damaged entry is recomputed, never trusted
+            pass
+    metrics, keep = evaluate_model(model, es, pre, **kw)
+    cache.set(key, tensors_to_bytes(keep or {"_": torch.zeros(0)}, {"metrics": metrics}))
+    return metrics, keep, False
+
+
+def metrics_json(m: dict) -> str:
+    return json.dumps(m, sort_keys=True)

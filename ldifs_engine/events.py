@@ -1,0 +1,84 @@
+"""The event sink: progress, metrics and heartbeats as JSON lines other processes can tail."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+class EventSink:
+    """Appends one JSON object per line (flushed at once) to ``path``; ``None`` path = memory only."""
+
+    def __init__(self, path: str | Path | None = None, *, echo: bool = False):
+        self.path = Path(path) if path else None
+        self.echo = echo
+        self.events: list[dict] = []
+        self._lock = threading.Lock()
+        self._file = open(self.path, "a", encoding="utf-8") if self.path else None
+        self._hb: threading.Thread | None = None
+        self._hb_stop = threading.Event()
+        self.step = 0
+
+    def emit(self, type: str, **fields: Any) -> dict:
+        event = {"t": round(time.time(), 3), "type": type, **_clean(fields)}
+        line = json.dumps(event, allow_nan=False)
+        with self._lock:
+            self.events.append(event)
+            if self._file:
+                self._file.write(line + "\n")
+                self._file.flush()
+        if self.echo and type in ("phase", "log", "error", "oom_backoff", "stopped"):
+            print(f"[{type}] {event.get('message') or event.get('phase') or ''}", flush=True)
+        return event
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.emit("log", level=level, message=message)
+
+    def start_heartbeat(self, every_s: float = 5.0) -> None:
+        """Emit ``heartbeat`` from a daemon thread so long evaluations still look alive."""
+        def beat() -> None:
+            while not self._hb_stop.wait(every_s):
+                self.emit("heartbeat", step=self.step, pid=os.getpid())
+
+        self._hb = threading.Thread(target=beat, name="ldifs-heartbeat", daemon=True)
+        self._hb.start()
+
+    def close(self) -> None:
+        self._hb_stop.set()
+        if self._hb:
+            self._hb.join(timeout=1)
+        with self._lock:
+            if self._file:
+                self._file.close()
+                self._file = None
+
+
+def read_events(path: str | Path, *, start: int = 0) -> list[dict]:
+    """Events from line ``start`` on; a torn or bad line is skipped, not fatal."""
+    out = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if i < start:
+                    continue
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        return []
+    return out

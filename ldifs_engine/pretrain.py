@@ -1,0 +1,351 @@
+"""Pre-train the built-in foundation model ``concept-clip-tiny`` from scratch on the concept world.
+
+Contrastive CLIP training on captions generated from the drawn attributes. Captions name a random
+non-empty subset of shape, colour, pattern and size; position and object count are never put into
+words, which is what makes ``quadrant`` and ``count`` new concepts for fine-tuning.
+
+Targets are soft: a caption is a positive for every image in the batch that it truthfully
+describes ("the red object" fits every red image), which includes identical captions.
+
+``pretrain_concept_clip`` writes the weights (safetensors, float16) and a manifest JSON next to
+them with the measured zero-shot and linear-probe accuracy per concept dataset.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import concepts
+from .data.concept_render import ATTRIBUTES, DATA_VERSION, IMAGE_SIZE, render, sample_objects
+
+MODEL_NAME = "concept-clip-tiny"
+CONFIG_NAME = "ldifs-concept-vit"
+CONFIG_DIR = Path(__file__).parent / "assets" / "model_configs"
+ASSETS = Path(__file__).parent / "assets"
+SHIPPED_WEIGHTS = ASSETS / f"{MODEL_NAME}.safetensors"
+SHIPPED_MANIFEST = ASSETS / f"{MODEL_NAME}.json"
+MANIFEST_SCHEMA = "ldifs.pretrain-manifest/1"
+
+CAPTIONED_ATTRIBUTES = ("size", "colour", "pattern", "shape")  # caption word order: "small red striped circle"
+ZS_SCALE = 100.0
+LP_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
+
+DEFAULTS = {"steps": 800, "batch_size": 256, "seed": 0, "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 50,
+            "mention_prob": 0.5}
+
+
+# ---- model --------------------------------------------------------------------------------------
+def create_concept_model() -> nn.Module:
+    """The ``ldifs-concept-vit`` architecture with freshly initialised weights."""
+    import logging
+
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+    log = logging.getLogger()
+    level = log.level
+    log.setLevel(max(level, logging.ERROR))  # open_clip warns that no pretrained weights were asked for
+    try:
+        return open_clip.create_model(CONFIG_NAME, pretrained=None)
+    finally:
+        log.setLevel(level)
+
+
+def concept_tokenizer():
+    """open_clip's tokenizer with this architecture's context length."""
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+    return open_clip.get_tokenizer(CONFIG_NAME)
+
+
+def load_concept_clip(path: str | Path = SHIPPED_WEIGHTS) -> nn.Module:
+    """The model with weights from a safetensors file (strict: every key and shape must match), in eval mode."""
+    from safetensors.torch import load_file
+
+    model = create_concept_model()
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.eval()
+
+
+def preprocess(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[N,3,H,W]`` at the model's size → normalised float, as open_clip's OpenAI statistics."""
+    import open_clip
+
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+# ---- captions -----------------------------------------------------------------------------------
+def describe(values: dict[str, int]) -> str:
+    """The description of an object from the attributes mentioned, e.g. ``small red checkered circle``."""
+    words = [ATTRIBUTES[a][values[a]] for a in CAPTIONED_ATTRIBUTES[:-1] if a in values]
+    words.append(ATTRIBUTES["shape"][values["shape"]] if "shape" in values else concepts.OBJECT_NOUN)
+    return " ".join(words)
+
+
+class _CaptionTokens:
+    """Tokenises captions once each (there are only a few thousand distinct ones)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.cache = tokenizer, {}
+
+    def __call__(self, captions: Sequence[str]) -> torch.Tensor:
+        new = [c for c in dict.fromkeys(captions) if c not in self.cache]
+        if new:
+            for c, t in zip(new, self.tokenizer(new)):
+                self.cache[c] = t
+        return torch.stack([self.cache[c] for c in captions])
+
+
+def caption_batch(attrs: torch.Tensor, gen: torch.Generator, mention_prob: float) -> tuple[list[str], torch.Tensor]:
+    """Captions for images with attributes ``attrs`` ``[B, 4]`` (order ``CAPTIONED_ATTRIBUTES``).
+
+    Returns the captions and the bool mask ``[B, 4]`` of attributes each one mentions (never empty).
+    """
+    b = attrs.shape[0]
+    mention = torch.rand(b, len(CAPTIONED_ATTRIBUTES), generator=gen) < mention_prob
+    empty = ~mention.any(1)
+    forced = torch.randint(len(CAPTIONED_ATTRIBUTES), (b,), generator=gen)
+    mention[empty, forced[empty]] = True
+    template = torch.randint(len(concepts.CAPTION_TEMPLATES), (b,), generator=gen)
+    captions = []
+    for i in range(b):
+        values = {a: int(attrs[i, j]) for j, a in enumerate(CAPTIONED_ATTRIBUTES) if mention[i, j]}
+        captions.append(concepts.CAPTION_TEMPLATES[int(template[i])].replace("{}", describe(values)))
+    return captions, mention
+
+
+def soft_targets(attrs: torch.Tensor, mention: torch.Tensor) -> torch.Tensor:
+    """``M[i, j]`` = 1 where caption ``j`` truthfully describes image ``i`` (all its mentioned attributes agree)."""
+    agree = attrs[:, None, :] == attrs[None, :, :]  # [image, caption, attribute]
+    return (agree | ~mention[None, :, :]).all(-1).float()
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Symmetric CLIP loss against soft targets (rows normalised per direction)."""
+    logits = scale * img @ txt.t()
+    t_i2t = targets / targets.sum(1, keepdim=True)
+    t_t2i = targets.t() / targets.t().sum(1, keepdim=True)
+    loss_i = -(t_i2t * F.log_softmax(logits, 1)).sum(1).mean()
+    loss_t = -(t_t2i * F.log_softmax(logits.t(), 1)).sum(1).mean()
+    return (loss_i + loss_t) / 2
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    # as open_clip's trainer: no decay on gains, biases, norms and the temperature
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if exclude else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * lr * (1 + math.cos(math.pi * progress))
+
+
+# ---- evaluation (METHOD.md §4; the engine's heads/evaluate hold the shared versions) -------------
+@torch.no_grad()
+def _image_features(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    feats = [model.encode_image(preprocess(images[i:i + batch_size])).float() for i in range(0, len(images), batch_size)]
+    return F.normalize(torch.cat(feats), dim=-1)
+
+
+@torch.no_grad()
+def _zero_shot_weights(model: nn.Module, tokenizer, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    prompts = [t.replace("{}", c) for c in classnames for t in templates]
+    emb = F.normalize(model.encode_text(tokenizer(prompts)).float(), dim=-1)
+    return F.normalize(emb.view(len(classnames), len(templates), -1).mean(1), dim=-1)
+
+
+def _zero_shot_accuracy(feats: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor) -> float:
+    logits = ZS_SCALE * feats @ weights.t()
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+def _fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, iters: int = 200) -> nn.Linear:
+    head = nn.Linear(x.shape[1], num_classes)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iters, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-10)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x), y) + wd * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return head
+
+
+def _linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                           num_classes: int, *, seed: int = 0, val_fraction: float = 0.1) -> float:
+    """Logistic regression: weight decay picked on a seeded held-out share of train, refit on all of it."""
+    with torch.enable_grad():
+        perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, round(len(train_x) * val_fraction))
+        val, tr = perm[:n_val], perm[n_val:]
+        scores = {}
+        for wd in LP_WEIGHT_DECAYS:
+            h = _fit_logreg(train_x[tr], train_y[tr], num_classes, wd)
+            with torch.no_grad():
+                scores[wd] = (h(train_x[val]).argmax(1) == train_y[val]).float().mean().item()
+        best = max(LP_WEIGHT_DECAYS, key=lambda w: (scores[w], w))  # ties → stronger regularisation
+        head = _fit_logreg(train_x, train_y, num_classes, best)
+    with torch.no_grad():
+        return (head(test_x).argmax(1) == test_y).float().mean().item()
+
+
+def evaluate_concepts(model: nn.Module, keys: Sequence[str] | None = None, *, linear_probe: bool = True,
+                      tokenizer=None) -> dict[str, dict]:
+    """Zero-shot (and linear-probe) accuracy on the test split of each concept dataset."""
+    tokenizer = tokenizer or concept_tokenizer()
+    model.eval()
+    out = {}
+    for key in keys or concepts.concept_keys():
+        task = concepts.TASKS[key]
+        test = concepts.generate(key, "test")
+        test_x = _image_features(model, test.images)
+        row = {
+            "captioned": task.captioned, "num_classes": len(task.classnames), "chance": 1.0 / len(task.classnames),
+            "zs_acc": round(_zero_shot_accuracy(test_x, _zero_shot_weights(model, tokenizer, task.classnames,
+                                                                           task.templates), test.labels()), 4),
+            "lp_acc": None,
+        }
+        if linear_probe:
+            train = concepts.generate(key, "train")
+            row["lp_acc"] = round(_linear_probe_accuracy(_image_features(model, train.images), train.labels(), test_x,
+                                                         test.labels(), len(task.classnames)), 4)
+        out[key] = row
+    return out
+
+
+# ---- training -----------------------------------------------------------------------------------
+def train_concept_clip(*, steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"],
+                       seed: int = DEFAULTS["seed"], lr: float = DEFAULTS["lr"],
+                       weight_decay: float = DEFAULTS["weight_decay"], warmup_steps: int = DEFAULTS["warmup_steps"],
+                       mention_prob: float = DEFAULTS["mention_prob"],
+                       progress: Callable[[int, int, float], None] | None = None) -> nn.Module:
+    """Train the model from scratch and return it (in eval mode); ``progress(step, steps, loss)`` is called per step."""
+    if steps < 1 or batch_size < 2:
+        raise ValueError("steps must be ≥ 1 and batch_size ≥ 2")
+    torch.manual_seed(seed)
+    model = create_concept_model()
+    if model.visual.image_size[0] != IMAGE_SIZE:
+        raise RuntimeError(f"{CONFIG_NAME} expects {model.visual.image_size} images; the concept world draws {IMAGE_SIZE}")
+    tokens = _CaptionTokens(concept_tokenizer())
+    gen = torch.Generator().manual_seed(concepts.stream_seed("pretrain", seed))
+    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    warmup = min(warmup_steps, max(1, steps // 10))
+    model.train()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, steps, lr, warmup)
+        objects = sample_objects(batch_size, gen)
+        attrs = torch.stack([getattr(objects, a)[:, 0] for a in CAPTIONED_ATTRIBUTES], dim=1)
+        captions, mention = caption_batch(attrs, gen, mention_prob)
+        images = preprocess(render(objects, gen).images)
+        img = model.encode_image(images, normalize=True)
+        txt = model.encode_text(tokens(captions), normalize=True)
+        loss = contrastive_loss(img, txt, model.logit_scale.exp(), soft_targets(attrs, mention))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if progress is not None:
+            progress(step + 1, steps, loss.item())
+    return model.eval()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pretrain_concept_clip(out_path: str | Path, *, steps: int = DEFAULTS["steps"],
+                          batch_size: int = DEFAULTS["batch_size"], seed: int = DEFAULTS["seed"],
+                          lr: float = DEFAULTS["lr"], weight_decay: float = DEFAULTS["weight_decay"],
+                          warmup_steps: int = DEFAULTS["warmup_steps"], mention_prob: float = DEFAULTS["mention_prob"],
+                          linear_probe: bool = True,
+                          progress: Callable[[int, int, float], None] | None = None) -> dict:
+    """Pre-train ``concept-clip-tiny`` from scratch, write ``out_path`` (safetensors) and its manifest
+    (``out_path`` with suffix ``.json``), and return the manifest.
+
+    The weights are stored as float16; the accuracies in the manifest are measured on exactly the
+    stored weights (test splits; linear probe fitted on the train splits).
+    """
+    from safetensors.torch import save_file
+
+    import open_clip
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    model = train_concept_clip(steps=steps, batch_size=batch_size, seed=seed, lr=lr, weight_decay=weight_decay,
+                               warmup_steps=warmup_steps, mention_prob=mention_prob, progress=progress)
+    train_s = time.perf_counter() - t0
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    model.load_state_dict(state, strict=True)  # measure what is shipped, not the float32 original
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"model": MODEL_NAME, "config": CONFIG_NAME, "data_version": DATA_VERSION})
+    tmp.replace(out_path)
+    t1 = time.perf_counter()
+    accuracies = evaluate_concepts(model, linear_probe=linear_probe)
+    eval_s = time.perf_counter() - t1
+    config = json.loads((CONFIG_DIR / f"{CONFIG_NAME}.json").read_text())
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "model": MODEL_NAME,
+        "config_name": CONFIG_NAME,
+        "config": config,
+        "weights_file": out_path.name,
+        "weights_sha256": _file_sha256(out_path),
+        "weights_dtype": "float16",
+        "data_version": DATA_VERSION,
+        "image_size": IMAGE_SIZE,
+        "preprocess": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
+                       "resize": None},
+        "training": {"steps": steps, "batch_size": batch_size, "seed": seed, "lr": lr, "weight_decay": weight_decay,
+                     "warmup_steps": warmup_steps, "mention_prob": mention_prob, "schedule": "linear warmup + cosine",
+                     "optimizer": "AdamW(0.9, 0.98, eps 1e-6)", "targets": "soft: every caption true of the image",
+                     "captioned_attributes": list(CAPTIONED_ATTRIBUTES), "caption_templates": list(concepts.CAPTION_TEMPLATES),
+                     "time_s": round(train_s, 1), "threads": threads},
+        "eval": {"split": "test", "sizes": dict(concepts.DEFAULT_SPLIT_SIZE), "time_s": round(eval_s, 1),
+                 "zero_shot": "mean of normalised template embeddings per class; logits = 100·cos",
+                 "linear_probe": "logistic regression (L-BFGS) on normalised features, weight decay chosen on 10% of train"},
+        "accuracy": accuracies,
+        "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()},
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    manifest_path = out_path.with_suffix(".json")
+    tmp = manifest_path.with_name(manifest_path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(manifest_path)
+    return manifest
+
+
+def read_manifest(path: str | Path = SHIPPED_MANIFEST) -> dict:
+    """The manifest JSON of a pre-trained model (default: the shipped one)."""
+    return json.loads(Path(path).read_text())

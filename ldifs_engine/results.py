@@ -1,0 +1,59 @@
+"""The engine's output contract: ``results.json`` with ``"schema": "ldifs.results/1"`` (docs/RESULTS.md)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SCHEMA = "ldifs.results/1"
+METRICS = ("zs_acc", "zs_ece", "lp_acc", "lp_ece")
+REQUIRED = ("schema", "spec", "target", "datasets", "target_head_acc", "summary", "curves", "timing", "versions")
+
+
+def _frac(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0)
+
+
+def results_problems(r: Any) -> list[str]:
+    """Every way ``r`` breaks the schema (empty = valid)."""
+    if not isinstance(r, dict):
+        return ["results: expected an object"]
+    p = [f"{k}: missing" for k in REQUIRED if k not in r]
+    if r.get("schema") != SCHEMA:
+        p.append(f"schema: expected {SCHEMA!r}, got {r.get('schema')!r}")
+    ds = r.get("datasets")
+    if not isinstance(ds, dict) or not ds:
+        p.append("datasets: expected a non-empty object")
+        ds = {}
+    roles = [d.get("role") for d in ds.values() if isinstance(d, dict)]
+    if ds and roles.count("target") != 1:
+        p.append("datasets: exactly one dataset must have role 'target'")
+    for key, d in ds.items():
+        if not isinstance(d, dict) or d.get("role") not in ("target", "control"):
+            p.append(f"datasets.{key}.role: expected 'target' or 'control'")
+            continue
+        for side in ("before", "after"):
+            m = d.get(side)
+            if not isinstance(m, dict):
+                p.append(f"datasets.{key}.{side}: missing")
+                continue
+            for k in METRICS:
+                if k not in m:
+                    p.append(f"datasets.{key}.{side}.{k}: missing (use null when not computed)")
+                elif k.endswith("acc") and not _frac(m[k]):
+                    p.append(f"datasets.{key}.{side}.{k}: expected a fraction in [0, 1] or null, got {m[k]!r}")
+    th = r.get("target_head_acc", {})
+    for side in ("before", "after"):
+        if not isinstance(th, dict) or not _frac(th.get(side)):
+            p.append(f"target_head_acc.{side}: expected a fraction in [0, 1] or null")
+    s = r.get("summary", {})
+    for k in ("mean_delta_zs_controls", "mean_delta_lp_controls", "target_gain"):
+        if not isinstance(s, dict) or k not in s:
+            p.append(f"summary.{k}: missing")
+    return p
+
+
+def validate_results(r: Any) -> None:
+    """Raise ``ValueError`` listing every schema problem."""
+    problems = results_problems(r)
+    if problems:
+        raise ValueError("results.json does not match ldifs.results/1: " + "; ".join(problems))

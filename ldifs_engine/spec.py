@@ -1,0 +1,374 @@
+"""The run spec: typed, frozen, validated in one place, round-trips through JSON and YAML.
+
+``RunSpec.from_dict`` is the single door for user-supplied configuration. It checks every field,
+collects every problem (each naming its field and what is allowed) and raises one ``SpecError``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import SpecError
+
+UPLOAD_KEY = re.compile(r"^upload:[0-9a-f]{32}$")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+HEAD_INITS = ("zs", "lp")
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field carrying the help text and bounds the UI and the validator read."""
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    target: str = _f("quadrant", "Dataset to fine-tune on (its key in the dataset catalog).")
+    controls: tuple[str, ...] = _f((), "Other datasets on which forgetting is measured.")
+    val_fraction: float = _f(0.1, "Seeded share of the train split held out for validation / probe selection.", min=0.0, max=0.5)
+    max_train_samples: int | None = _f(None, "Cap on training images (None = all).", min=1)
+    max_eval_samples: int | None = _f(None, "Cap on images per evaluation split (None = all).", min=1)
+    num_workers: int = _f(0, "Data-loader worker processes.", min=0, max=32)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str = _f("ce", "Fine-tuning method (see `ldifs methods`).")
+    head_init: str = _f("zs", "Classifier head init: zs = text embeddings of class prompts, lp = linear probe.", choices=HEAD_INITS)
+    freeze_head: bool = _f(False, "Keep the classifier head fixed and train the image tower only.")
+    params: Any = None  # the method's own frozen Params dataclass instance
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    lr: float = _f(1e-5, "AdamW learning rate.", min_excl=0.0, max=1.0)
+    weight_decay: float = _f(0.1, "AdamW decoupled weight decay.", min=0.0, max=10.0)
+    batch_size: int = _f(128, "Effective batch size (images per update).", min=1, max=65536)
+    micro_batch: int | None = _f(None, "Images per forward pass; the rest via gradient accumulation (None = batch size).", min=1)
+    steps: int | None = _f(None, "Number of updates. Give steps or epochs.", min=1, max=10_000_000)
+    epochs: float | None = _f(None, "Passes over the training split. Give steps or epochs.", min_excl=0.0, max=10_000.0)
+    warmup_steps: int = _f(500, "Linear warm-up updates before the cosine decay.", min=0)
+    grad_clip: float | None = _f(1.0, "Clip the global gradient norm to this (None = off).", min_excl=0.0)
+    precision: str = _f("auto", "auto = bf16 autocast on CUDA, fp32 on CPU.", choices=PRECISIONS)
+    checkpoint_every: int = _f(50, "Write a resumable checkpoint every this many updates.", min=1)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    zero_shot: bool = _f(True, "Zero-shot accuracy on every dataset, before and after.")
+    linear_probe: bool = _f(True, "Linear-probe accuracy on every dataset, before and after.")
+    ece: bool = _f(True, "Expected calibration error (15 bins) of the ZS and LP heads.")
+    curve_points: int = _f(5, "Evaluations during training for the accuracy-vs-step curves (0 = none).", min=0, max=1000)
+    wise_ft_alphas: tuple[float, ...] = _f((), "WiSE-FT interpolation grid, e.g. 0, 0.1 ... 1 (empty = off).")
+    lp_max_train: int | None = _f(None, "Cap on linear-probe training images per dataset (None = all).", min=1)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    backbone: str = _f("concept-clip-tiny", "Backbone key (see `ldifs backbones`).")
+    data: DataSpec = field(default_factory=DataSpec)
+    method: MethodSpec = field(default_factory=MethodSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    seed: int = _f(0, "Seed for data order, splits, augmentation and init.", min=0, max=2**31 - 1)
+    name: str = _f("", "A title for the run (free text, shown as text).", max_len=120)
+
+    # ---- (de)serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict; method params are inlined under ``method.params``."""
+        out = dataclasses.asdict(self)
+        out["method"]["params"] = dataclasses.asdict(self.method.params) if self.method.params is not None else {}
+        return _listify(out)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "RunSpec":
+        """Build and validate; raise ``SpecError`` listing every problem."""
+        problems: list[str] = []
+        spec = _build(cls, d or {}, "", problems)
+        if spec is not None:
+            # Failed fields fell back to defaults; report cross-field problems only for fields that are fine.
+            bad = {p.split(":")[0].split("[")[0] for p in problems}
+            problems.extend(p for p in _cross_checks(spec) if p.split(":")[0].split("[")[0] not in bad)
+        if problems:
+            raise SpecError(problems)
+        return spec
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"spec: not valid JSON ({e.msg} at line {e.lineno})") from None
+        return cls.from_dict(_mapping_or_error(d))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "RunSpec":
+        import yaml
+
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise SpecError(f"spec: not valid YAML ({str(e).splitlines()[0]})") from None
+        return cls.from_dict(_mapping_or_error(d))
+
+    def spec_hash(self) -> str:
+        """Content hash of the spec (canonical JSON), identifies a run's configuration."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def replace(self, **changes: Any) -> "RunSpec":
+        """A changed copy, re-validated (dotted keys allowed: ``optim.lr=1e-4``)."""
+        d = self.to_dict()
+        for key, value in changes.items():
+            node = d
+            *parents, leaf = key.replace("__", ".").split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        return RunSpec.from_dict(d)
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return (self.data.target, *self.data.controls)
+
+
+def validate(d: Mapping[str, Any]) -> list[str]:
+    """Every problem with a spec dict, as ``"field: message"`` strings (empty = valid)."""
+    try:
+        RunSpec.from_dict(d)
+    except SpecError as e:
+        return e.problems
+    return []
+
+
+# ---- internals ---------------------------------------------------------------------------
+def _mapping_or_error(d: Any) -> Mapping[str, Any]:
+    if not isinstance(d, Mapping):
+        raise SpecError(f"spec: expected a mapping of fields at the top level, got {type(d).__name__}")
+    return d
+
+
+def _listify(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _listify(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_listify(v) for v in x]
+    return x
+
+
+def _build(cls: type, d: Any, prefix: str, problems: list[str]) -> Any:
+    if not isinstance(d, Mapping):
+        problems.append(f"{prefix.rstrip('.') or 'spec'}: expected a mapping, got {type(d).__name__}")
+        return None
+    known = {f.name: f for f in fields(cls)}
+    for key in d:
+        if key not in known:
+            problems.append(f"{prefix}{key}: unknown field; allowed: {', '.join(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        path = f"{prefix}{name}"
+        if cls is MethodSpec and name == "params":
+            continue
+        if name not in d:
+            continue
+        sub = _SUBSPECS.get((cls, name))
+        if sub is not None:
+            built = _build(sub, d[name], path + ".", problems)
+            if built is not None:
+                kwargs[name] = built
+            continue
+        ok, value = check_value(f, d[name], path, problems)
+        if ok:
+            kwargs[name] = value
+    if cls is MethodSpec:
+        kwargs["params"] = _build_method_params(kwargs.get("name", "ce"), d.get("params", {}), prefix, problems)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # only reachable through a bug in the field tables
+        problems.append(f"{prefix or 'spec'}: {e}")
+        return None
+
+
+def _build_method_params(name: str, raw: Any, prefix: str, problems: list[str]) -> Any:
+    from .methods import METHODS
+
+    if name not in METHODS:
+        problems.append(f"{prefix}name: unknown method {name!r}; choose one of: {', '.join(METHODS.names())}")
+        return None
+    params_cls = METHODS.get(name).Params
+    if raw is None:
+        raw = {}
+    before = len(problems)
+    built = _build(params_cls, raw, f"{prefix}params.", problems)
+    return built if len(problems) == before else None
+
+
+def check_value(f: dataclasses.Field, value: Any, path: str, problems: list[str]) -> tuple[bool, Any]:
+    """Coerce and check one field's value against its annotation and metadata."""
+    ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    meta = f.metadata
+    optional = "None" in ann
+    base = ann.replace(" | None", "").strip()
+    if value is None:
+        if optional:
+            return True, None
+        problems.append(f"{path}: must not be empty; {_allowed(base, meta)}")
+        return False, None
+    if base == "bool":
+        if isinstance(value, bool):
+            return True, value
+        problems.append(f"{path}: expected true or false, got {value!r}")
+        return False, None
+    if base == "int":
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            problems.append(f"{path}: expected a whole number; {_allowed(base, meta)}; got {value!r}")
+            return False, None
+        value = int(value)
+        return _check_range(value, meta, path, problems, base)
+    if base == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    problems.append(f"{path}: expected a number; {_allowed(base, meta)}; got {value!r}")
+                    return False, None
+            else:
+                problems.append(f"{path}: expected a number; {_allowed(base, meta)}; got {value!r}")
+                return False, None
+        value = float(value)
+        if not math.isfinite(value):
+            problems.append(f"{path}: must be a finite number; {_allowed(base, meta)}; got {value!r}")
+            return False, None
+        return _check_range(value, meta, path, problems, base)
+    if base == "str":
+        if not isinstance(value, str):
+            problems.append(f"{path}: expected text, got {type(value).__name__}")
+            return False, None
+        if "choices" in meta and value not in meta["choices"]:
+            problems.append(f"{path}: {value!r} is not allowed; choose one of: {', '.join(meta['choices'])}")
+            return False, None
+        if len(value) > meta.get("max_len", 200):
+            problems.append(f"{path}: at most {meta.get('max_len', 200)} characters")
+            return False, None
+        if any(ord(c) < 32 and c not in "\t" for c in value):
+            problems.append(f"{path}: control characters are not allowed")
+            return False, None
+        return True, value
+    if base.startswith("tuple"):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            problems.append(f"{path}: expected a list, got {type(value).__name__}")
+            return False, None
+        inner = "float" if "float" in base else "int" if "int" in base else "str"
+        out = []
+        fake = dataclasses.field(metadata={k: v for k, v in meta.items() if k != "max_items"})
+        fake.type = inner  # type: ignore[attr-defined]
+        ok_all = True
+        for i, v in enumerate(value):
+            ok, coerced = check_value(fake, v, f"{path}[{i}]", problems)
+            ok_all &= ok
+            out.append(coerced)
+        if len(out) > meta.get("max_items", 1000):
+            problems.append(f"{path}: at most {meta.get('max_items', 1000)} items")
+            return False, None
+        return ok_all, tuple(out)
+    problems.append(f"{path}: unsupported field type {ann}")
+    return False, None
+
+
+def _check_range(value: float, meta: Mapping[str, Any], path: str, problems: list[str], base: str) -> tuple[bool, Any]:
+    bad = (
+        ("min" in meta and value < meta["min"])
+        or ("max" in meta and value > meta["max"])
+        or ("min_excl" in meta and value <= meta["min_excl"])
+    )
+    if "choices" in meta and value not in meta["choices"]:
+        bad = True
+    if bad:
+        problems.append(f"{path}: {value!r} is out of range; {_allowed(base, meta)}")
+        return False, None
+    return True, value
+
+
+def _allowed(base: str, meta: Mapping[str, Any]) -> str:
+    kind = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}.get(base, base)
+    parts = []
+    if "choices" in meta:
+        return "allowed: " + ", ".join(map(str, meta["choices"]))
+    if "min_excl" in meta:
+        parts.append(f"> {meta['min_excl']:g}")
+    if "min" in meta:
+        parts.append(f">= {meta['min']:g}")
+    if "max" in meta:
+        parts.append(f"<= {meta['max']:g}")
+    return f"allowed: {kind}" + (" " + " and ".join(parts) if parts else "")
+
+
+def _cross_checks(spec: RunSpec) -> list[str]:
+    """Checks that span fields: catalogs, target vs controls, steps vs epochs."""
+    from .backbones import BACKBONES
+    from .data import DATASETS
+
+    p: list[str] = []
+    if spec.backbone not in BACKBONES:
+        p.append(f"backbone: unknown backbone {spec.backbone!r}; choose one of: {', '.join(BACKBONES.names())}")
+    for path, key in [("data.target", spec.data.target)] + [
+        (f"data.controls[{i}]", k) for i, k in enumerate(spec.data.controls)
+    ]:
+        if key not in DATASETS and not UPLOAD_KEY.match(key):
+            p.append(f"{path}: unknown dataset {key!r}; choose one of: {', '.join(DATASETS.names())} or an uploaded dataset")
+    if spec.data.target in spec.data.controls:
+        p.append(f"data.controls: the target {spec.data.target!r} cannot also be a control dataset")
+    if len(set(spec.data.controls)) != len(spec.data.controls):
+        p.append("data.controls: a dataset is listed twice")
+    o = spec.optim
+    if (o.steps is None) == (o.epochs is None):
+        p.append("optim.steps: give exactly one of optim.steps and optim.epochs")
+    if o.micro_batch is not None and o.micro_batch > o.batch_size:
+        p.append(f"optim.micro_batch: {o.micro_batch} is larger than optim.batch_size {o.batch_size}")
+    for i, a in enumerate(spec.eval.wise_ft_alphas):
+        if not 0.0 <= a <= 1.0:
+            p.append(f"eval.wise_ft_alphas[{i}]: {a!r} is out of range; allowed: numbers from 0 to 1")
+    if not (spec.eval.zero_shot or spec.eval.linear_probe):
+        p.append("eval: turn on at least one of eval.zero_shot and eval.linear_probe")
+    from .methods import METHODS
+
+    if spec.method.name in METHODS and spec.method.params is not None:
+        p.extend(METHODS.get(spec.method.name).check(spec))
+    return p
+
+
+_SUBSPECS = {
+    (RunSpec, "data"): DataSpec,
+    (RunSpec, "method"): MethodSpec,
+    (RunSpec, "optim"): OptimSpec,
+    (RunSpec, "eval"): EvalSpec,
+}
+
+
+def field_help(cls: type) -> dict[str, dict[str, Any]]:
+    """Field name → {type, default, help, bounds}: what a UI needs to build an input."""
+    out = {}
+    for f in fields(cls):
+        if f.name == "params" or f.name in {"data", "method", "optim", "eval"} and cls is RunSpec:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        )
+        out[f.name] = {"type": str(f.type), "default": default, **dict(f.metadata)}
+    return out

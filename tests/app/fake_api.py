@@ -1,0 +1,293 @@
+"""An in-memory stand-in for ``tasks.api`` (CONTRACTS §4) for UI tests that need no worker.
+
+Jobs advance with wall-clock time: a job runs ``run_s`` seconds after it is submitted, emits step
+metrics, then finishes with a results dict built from ``tests.app.samples``.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ldifs_engine.errors import LdifsError, SpecError
+
+from . import samples
+
+
+class JobNotFound(LdifsError):
+    pass
+
+
+class InvalidState(LdifsError):
+    pass
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    owner: str
+    state: str
+    spec: dict
+    spec_hash: str
+    title: str
+    method: str
+    target: str
+    priority: int = 0
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    heartbeat_at: float | None = None
+    step: int = 0
+    total_steps: int | None = None
+    eta_s: float | None = None
+    samples_per_s: float | None = None
+    checkpoint_step: int | None = None
+    message: str = ""
+    backoffs: list = field(default_factory=list)
+    result_path: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_BACKBONES = [
+    {"key": "concept-clip-tiny", "title": "Concept CLIP (built-in, offline)", "needs_download": False,
+     "builtin": True, "description": "A tiny CLIP.", "tags": ["builtin", "offline"]},
+    {"key": "ViT-B-32/openai", "title": "ViT-B/32 · OpenAI (the paper's)", "needs_download": True,
+     "builtin": False, "description": "open_clip ViT-B-32.", "tags": ["download"]},
+]
+_METHODS = [
+    {"name": "ce", "title": "Cross-entropy (plain fine-tuning)", "description": "The baseline that forgets.", "params": []},
+    {"name": "ldifs", "title": "LDIFS (feature-space distance)", "description": "Preserves what the model knew.",
+     "params": [{"name": "alpha", "type": "float", "default": 10.0, "help": "Weight of the feature-distance term.",
+                 "min": 0.0, "max": 1e9},
+                {"name": "normalize", "type": "str", "default": "tokens", "help": "Normalisation axis.",
+                 "choices": ["tokens", "channels"]}]},
+    {"name": "l2sp", "title": "L2-SP (weight anchor)", "description": "Keeps weights near the pre-trained ones.",
+     "params": [{"name": "strength", "type": "float", "default": 0.5, "help": "a in a·Σ‖w − w0‖².", "min": 0.0}]},
+]
+_DATASETS = [
+    {"key": k, "title": t, "num_classes": n, "source": "builtin", "available": True, "description": "",
+     "how_to_get": "", "tags": ["concept-world"]}
+    for k, t, n in [("quadrant", "Position (quadrant)", 4), ("shape", "Shape", 6), ("colour", "Colour", 8),
+                    ("pattern", "Fill pattern", 4), ("size", "Size", 2), ("count", "Object count", 4)]
+]
+
+
+class FakeApi:
+    """Same function names and signatures as ``tasks.api``."""
+
+    JobNotFound = JobNotFound
+
+    def __init__(self, run_s: float = 6.0, total_steps: int = 60):
+        self.run_s, self.total_steps = run_s, total_steps
+        self.jobs: dict[str, JobView] = {}
+        self.cancelled: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.export_dir = Path(tempfile.mkdtemp(prefix="ldifs-fake-export-"))
+        self.uploads: dict[str, dict[str, list[dict]]] = {}
+
+    # ---- jobs ----
+    def submit(self, user: str, spec: Any, *, priority: int = 0) -> str:
+        if isinstance(spec, str):
+            import yaml
+
+            spec = yaml.safe_load(spec)
+        problems = self.validate_spec(spec)
+        if problems:
+            raise SpecError(problems)
+        jid = uuid.uuid4().hex[:12]
+        spec = copy.deepcopy(spec)
+        now = time.time()
+        title = spec.get("name") or f"{spec.get('method', {}).get('name', 'ce')} on {spec.get('data', {}).get('target')}"
+        self.jobs[jid] = JobView(id=jid, owner=user, state="QUEUED", spec=spec, spec_hash="0" * 64, title=title,
+                                 method=spec.get("method", {}).get("name", "ce"),
+                                 target=spec.get("data", {}).get("target", "quadrant"), priority=priority,
+                                 created_at=now, total_steps=self.total_steps)
+        return jid
+
+    def submit_many(self, user: str, specs: list, *, priority: int = 0) -> list[str]:
+        for s in specs:
+            p = self.validate_spec(s)
+            if p:
+                raise SpecError(p)
+        return [self.submit(user, s, priority=priority) for s in specs]
+
+    def _advance(self, j: JobView) -> JobView:
+        if j.state not in ("QUEUED", "RUNNING"):
+            return j
+        age = time.time() - j.created_at
+        if j.id in self.cancelled:
+            return j
+        if age < 0.5:
+            return j
+        frac = min((age - 0.5) / self.run_s, 1.0)
+        step = int(frac * self.total_steps)
+        if frac >= 1.0:
+            j = replace(j, state="DONE", step=self.total_steps, finished_at=time.time(), eta_s=0.0,
+                        result_path="results.json", started_at=j.created_at + 0.5)
+        else:
+            j = replace(j, state="RUNNING", step=step, started_at=j.created_at + 0.5, heartbeat_at=time.time(),
+                        eta_s=(1 - frac) * self.run_s, samples_per_s=512.0, checkpoint_step=(step // 20) * 20 or None)
+        self.jobs[j.id] = j
+        return j
+
+    def _own(self, user: str, job_id: str) -> JobView:
+        j = self.jobs.get(job_id)
+        if j is None or j.owner != user:
+            raise JobNotFound(f"job {job_id!r} not found")
+        return self._advance(j)
+
+    def list_jobs(self, user: str, *, states=None, limit: int = 200) -> list[JobView]:
+        out = [self._advance(j) for j in self.jobs.values() if j.owner == user]
+        if states:
+            out = [j for j in out if j.state in states]
+        return sorted(out, key=lambda j: j.created_at, reverse=True)[:limit]
+
+    def get_job(self, user: str, job_id: str) -> JobView:
+        return self._own(user, job_id)
+
+    def cancel(self, user: str, job_id: str, mode: str = "stop") -> JobView:
+        j = self._own(user, job_id)
+        if j.state not in ("QUEUED", "RUNNING"):
+            raise InvalidState(f"job {job_id} is {j.state}; only queued or running jobs can be stopped")
+        self.cancelled[job_id] = mode
+        j = replace(j, state="CANCELLED", finished_at=time.time(),
+                    message="stopped, checkpoint saved" if mode == "stop" else "killed")
+        self.jobs[job_id] = j
+        return j
+
+    def resume(self, user: str, job_id: str) -> JobView:
+        j = self._own(user, job_id)
+        if j.state not in ("CANCELLED", "INTERRUPTED", "FAILED"):
+            raise InvalidState(f"job {job_id} is {j.state}; only stopped jobs can be resumed")
+        self.cancelled.pop(job_id, None)
+        j = replace(j, state="QUEUED", created_at=time.time(), attempts=j.attempts + 1)
+        self.jobs[job_id] = j
+        return j
+
+    def job_metrics(self, user: str, job_id: str, *, after_step: int = 0) -> list[dict]:
+        j = self._own(user, job_id)
+        out = []
+        for s in range(max(after_step + 1, 1), j.step + 1):
+            lr = 1e-4 * 0.5 * (1 + math.cos(math.pi * s / self.total_steps))
+            out.append({"type": "step", "t": j.created_at + s, "step": s, "total_steps": self.total_steps,
+                        "loss": 2.0 / (1 + s / 10) + 0.05, "task_loss": 2.0 / (1 + s / 10), "reg_loss": 0.05,
+                        "lr": lr, "samples_per_s": 512.0, "micro_batch": 64, "accum": 1})
+        return out
+
+    def job_events(self, user: str, job_id: str, *, kinds=None, tail=None) -> list[dict]:
+        ev = self.job_metrics(user, job_id)
+        return ev[-tail:] if tail else ev
+
+    def job_logs(self, user: str, job_id: str, n: int = 40) -> list[str]:
+        j = self._own(user, job_id)
+        return [f"step {s}/{self.total_steps}" for s in range(max(1, j.step - n + 1), j.step + 1)] or ["waiting…"]
+
+    def get_results(self, user: str, job_id: str) -> dict | None:
+        j = self._own(user, job_id)
+        if j.state != "DONE":
+            return None
+        r = samples.results(target=j.target, method=j.method)
+        r["spec"] = j.spec
+        if j.method == "ce":  # make CE forget more, so compare charts have something to show
+            for k, e in r["datasets"].items():
+                if e["role"] == "control":
+                    e["after"]["zs_acc"] = max(0.0, e["after"]["zs_acc"] - 0.08)
+        return r
+
+    def export_artifact(self, user: str, job_id: str, kind: str) -> Path:
+        r = self.get_results(user, job_id)
+        if r is None:
+            raise InvalidState("the run has not finished")
+        d = Path(tempfile.mkdtemp(dir=self.export_dir))
+        if kind == "results":
+            p = d / f"{job_id}-results.json"
+            p.write_text(json.dumps(r))
+        elif kind == "csv":
+            p = d / f"{job_id}-results.csv"
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(["dataset", "role", "zs_before", "zs_after"])
+            for k, e in r["datasets"].items():
+                w.writerow([k, e["role"], e["before"].get("zs_acc"), e["after"].get("zs_acc")])
+            p.write_text(buf.getvalue())
+        elif kind == "yaml":
+            p = d / f"{job_id}-spec.yaml"
+            p.write_text(json.dumps(r["spec"]))
+        elif kind == "checkpoint":
+            p = d / f"{job_id}-model.safetensors"
+            p.write_bytes(b"\0" * 64)
+        else:
+            raise SpecError(f"kind: {kind!r} is not one of checkpoint, results, csv, html, yaml")
+        return p
+
+    def status_dict(self, user: str, job_id: str) -> dict:
+        return self._own(user, job_id).to_dict()
+
+    # ---- catalogs ----
+    def catalog_backbones(self) -> list[dict]:
+        return copy.deepcopy(_BACKBONES)
+
+    def catalog_methods(self) -> list[dict]:
+        return copy.deepcopy(_METHODS)
+
+    def catalog_datasets(self, user: str) -> list[dict]:
+        return copy.deepcopy(_DATASETS) + copy.deepcopy(self.list_user_datasets(user))
+
+    def validate_spec(self, spec_dict: Any) -> list[str]:
+        if not isinstance(spec_dict, dict):
+            return ["spec: expected a mapping"]
+        p = []
+        data = spec_dict.get("data") or {}
+        keys = {d["key"] for d in self.catalog_datasets("any")} | {
+            d["key"] for ds in self.uploads.values() for d in ds}
+        if data.get("target") not in keys:
+            p.append(f"data.target: unknown dataset {data.get('target')!r}")
+        if data.get("target") in (data.get("controls") or []):
+            p.append(f"data.controls: the target {data.get('target')!r} cannot also be a control dataset")
+        o = spec_dict.get("optim") or {}
+        if (o.get("steps") is None) == (o.get("epochs") is None):
+            p.append("optim.steps: give exactly one of optim.steps and optim.epochs")
+        lr = o.get("lr", 1e-5)
+        if not isinstance(lr, (int, float)) or lr <= 0:
+            p.append(f"optim.lr: {lr!r} is out of range; allowed: a number > 0 and <= 1")
+        return p
+
+    # ---- datasets ----
+    def import_dataset(self, user: str, zip_path: Any, name: str | None = None) -> dict:
+        key = "upload:" + uuid.uuid4().hex
+        entry = {"key": key, "title": name or "my dataset", "num_classes": 2, "source": "upload",
+                 "available": True, "classnames": ["cat", "dog"], "templates": ["a photo of a {}."],
+                 "counts": {"cat": 5, "dog": 5}}
+        self.uploads.setdefault(user, []).append(entry)
+        return {"key": key, "title": entry["title"], "classes": 2, "images": 10, "skipped": [], "warnings": []}
+
+    def list_user_datasets(self, user: str) -> list[dict]:
+        return copy.deepcopy(self.uploads.get(user, []))
+
+    def show_dataset(self, user: str, key: str) -> dict:
+        for d in self.catalog_datasets(user):
+            if d["key"] == key:
+                return {**d, "classnames": d.get("classnames", ["a", "b"]), "templates": d.get("templates", ["{}"])}
+        raise SpecError(f"dataset: unknown dataset {key!r}")
+
+    def update_dataset(self, user: str, key: str, classnames=None, templates=None) -> dict:
+        for d in self.uploads.get(user, []):
+            if d["key"] == key:
+                if classnames is not None:
+                    d["classnames"] = list(classnames)
+                if templates is not None:
+                    d["templates"] = list(templates)
+                return copy.deepcopy(d)
+        raise SpecError(f"dataset: {key!r} is not one of your uploads")
