@@ -236,7 +236,7 @@ def cli_command(spec: Mapping[str, Any], filename: str = "spec.yaml") -> str:
     name = shlex.quote(filename)
     body = spec_yaml(spec).rstrip("\n")
     return (f"cat > {name} <<'LDIFS_SPEC'\n{body}\nLDIFS_SPEC\n\n"
-            f"# run it here, in the foreground:\nldifs train {name}\n"
+            f"# run it here, in the foreground (results in runs/my-run):\nldifs train {name} --out runs/my-run\n"
             f"# …or queue it on the server this app uses:\nldifs submit {name}\n")
 
 

@@ -183,12 +183,12 @@ SELECT_JOB = "Select a run in the table above to see its progress."
 SIGN_IN = "Please sign in to use LDIFS Studio."
 
 STATE_BADGES = {
-    "QUEUED": "⏳ Queued",
-    "RUNNING": "▶️ Running",
-    "DONE": "✅ Done",
-    "FAILED": "❌ Failed",
-    "CANCELLED": "⏹️ Cancelled",
-    "INTERRUPTED": "⚠️ Interrupted",
+    "QUEUED": "○ Queued",
+    "RUNNING": "● Running",
+    "DONE": "✓ Done",
+    "FAILED": "✗ Failed",
+    "CANCELLED": "■ Cancelled",
+    "INTERRUPTED": "⚠ Interrupted",
 }
 
 

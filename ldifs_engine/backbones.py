@@ -8,6 +8,7 @@ import contextlib
 import copy
 import hashlib
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,7 +221,7 @@ def tap_points(visual: nn.Module, layout: str = "official") -> list[nn.Module]:
     if layout == "all_blocks":
         idx = list(range(depth))
     elif layout == "official":
-        idx = sorted({round(depth * k / 4) - 1 for k in (1, 2, 3, 4)})
+        idx = sorted({math.ceil(depth * k / 4) - 1 for k in (1, 2, 3, 4)})
         idx = [i for i in idx if i >= 0]
     else:
         raise ValueError(f"unknown tap layout {layout!r}")

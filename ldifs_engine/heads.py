@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ZS_SCALE = 100.0  # logits = 100 · cos(image, class), as CLIP's zero-shot evaluation
-DEFAULT_WDS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
+DEFAULT_WDS = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 @torch.no_grad()
@@ -54,7 +54,7 @@ def _fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, i
 
 def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
                      wds: Sequence[float] = DEFAULT_WDS, val_fraction: float = 0.1, seed: int = 0,
-                     iters: int = 200) -> tuple[nn.Linear, dict]:
+                     iters: int = 100) -> tuple[nn.Linear, dict]:
     """Logistic regression on L2-normalised features: weight decay chosen on a seeded held-out share
     of train, then refit on all of train. The head size comes from ``num_classes`` (the class list),
     never from the labels present."""

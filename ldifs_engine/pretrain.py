@@ -287,10 +287,11 @@ def pretrain_concept_clip(out_path: str | Path, *, steps: int = DEFAULTS["steps"
                           batch_size: int = DEFAULTS["batch_size"], seed: int = DEFAULTS["seed"],
                           lr: float = DEFAULTS["lr"], weight_decay: float = DEFAULTS["weight_decay"],
                           warmup_steps: int = DEFAULTS["warmup_steps"], mention_prob: float = DEFAULTS["mention_prob"],
-                          linear_probe: bool = True,
+                          linear_probe: bool = True, eval_keys: Sequence[str] | None = None,
                           progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Pre-train ``concept-clip-tiny`` from scratch, write ``out_path`` (safetensors) and its manifest
-    (``out_path`` with suffix ``.json``), and return the manifest.
+    (``out_path`` with suffix ``.json``), and return the manifest. ``eval_keys`` limits the measured
+    concept datasets (default: all of them).
 
     The weights are stored as float16; the accuracies in the manifest are measured on exactly the
     stored weights (test splits; linear probe fitted on the train splits).
@@ -312,7 +313,7 @@ def pretrain_concept_clip(out_path: str | Path, *, steps: int = DEFAULTS["steps"
     save_file(state, str(tmp), metadata={"model": MODEL_NAME, "config": CONFIG_NAME, "data_version": DATA_VERSION})
     tmp.replace(out_path)
     t1 = time.perf_counter()
-    accuracies = evaluate_concepts(model, linear_probe=linear_probe)
+    accuracies = evaluate_concepts(model, eval_keys, linear_probe=linear_probe)
     eval_s = time.perf_counter() - t1
     config = json.loads((CONFIG_DIR / f"{CONFIG_NAME}.json").read_text())
     manifest = {
@@ -349,3 +350,33 @@ def pretrain_concept_clip(out_path: str | Path, *, steps: int = DEFAULTS["steps"
 def read_manifest(path: str | Path = SHIPPED_MANIFEST) -> dict:
     """The manifest JSON of a pre-trained model (default: the shipped one)."""
     return json.loads(Path(path).read_text())
+
+
+def format_accuracy_table(manifest: dict) -> str:
+    """A plain-text table of a manifest's accuracies, one concept dataset per line."""
+    lines = [f"{'dataset':<10} {'captioned':<9} {'chance':>6} {'zero-shot':>9} {'probe':>6}"]
+    for key, row in manifest["accuracy"].items():
+        lp = "-" if row["lp_acc"] is None else f"{row['lp_acc']:.2f}"
+        lines.append(f"{key:<10} {'yes' if row['captioned'] else 'no':<9} {row['chance']:>6.2f} "
+                     f"{row['zs_acc']:>9.2f} {lp:>6}")
+    return "\n".join(lines)
+
+
+def pretrain_demo(out: str | Path, *, steps: int = DEFAULTS["steps"], seed: int = DEFAULTS["seed"],
+                  echo: Callable[[str], None] = print, every: int = 50) -> dict:
+    """What ``ldifs pretrain-demo --out FILE [--steps N] [--seed S]`` runs: pre-train with progress lines,
+    then print the accuracy table. Returns the manifest."""
+    t0 = time.perf_counter()
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if step == 1 or step % every == 0 or step == total:
+            elapsed = time.perf_counter() - t0
+            eta = elapsed / step * (total - step)
+            echo(f"step {step}/{total}  loss {loss:.3f}  {elapsed:.0f} s elapsed, ~{eta:.0f} s left")
+
+    echo(f"pre-training {MODEL_NAME} from scratch: {steps} steps, seed {seed}, {torch.get_num_threads()} threads")
+    manifest = pretrain_concept_clip(out, steps=steps, seed=seed, progress=progress)
+    echo(format_accuracy_table(manifest))
+    echo(f"wrote {out} and {Path(out).with_suffix('.json')} (training {manifest['training']['time_s']:.0f} s, "
+         f"evaluation {manifest['eval']['time_s']:.0f} s)")
+    return manifest

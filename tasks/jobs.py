@@ -195,19 +195,19 @@ class _Attempt:
             return "deferred"
         follow_up = None
         try:
-            claimed = self.store.claim(self.owner, self.job_id, self.attempt,
-                                       max_running=self.settings.max_running_per_user,
-                                       host=leases.HOST, worker_pid=os.getpid())
-            if claimed == "quota":
-                follow_up = ("delay", rec["priority"])
-                outcome = "deferred"
-            elif claimed == "lost":
-                outcome = "skipped"
-            else:
-                with _supervising(self.job_id):
+            with _supervising(self.job_id):  # before the claim, so the reaper never sees it unwatched
+                claimed = self.store.claim(self.owner, self.job_id, self.attempt,
+                                           max_running=self.settings.max_running_per_user,
+                                           host=leases.HOST, worker_pid=os.getpid())
+                if claimed == "quota":
+                    follow_up = ("delay", rec["priority"])
+                    outcome = "deferred"
+                elif claimed == "lost":
+                    outcome = "skipped"
+                else:
                     outcome = self._supervise(Path(rec["run_dir"]), lease.gpu)
-                if outcome == "requeue":
-                    follow_up = ("now", rec["priority"])
+                    if outcome == "requeue":
+                        follow_up = ("now", rec["priority"])
         finally:
             lease.release()
         # Re-enqueue only after the lease is released: in immediate mode the next attempt runs inline.
@@ -260,8 +260,9 @@ class _Attempt:
         env = dict(os.environ)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        env["LDIFS_CACHE_DIR"] = str(self.settings.cache_dir / "engine")
         env["LDIFS_HOME"] = str(self.settings.home)
+        env.setdefault("LDIFS_CACHE_DIR", str(self.settings.cache_dir / "engine"))
+        env.setdefault("LDIFS_DATASETS_DIR", str(self.settings.datasets_dir))
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

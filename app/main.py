@@ -1,0 +1,321 @@
+"""The LDIFS Studio web app: ``build_app()`` lays out the tabs, ``launch()`` serves it safely.
+
+Run it with ``ldifs app`` (127.0.0.1:7860, embedded job worker). Binding beyond localhost requires
+authentication: ``LDIFS_AUTH="user:pass,…"``, ``LDIFS_AUTH_FILE`` (lines ``user:sha256-hex``), or
+Hugging Face OAuth on Spaces; ``launch_kwargs`` refuses to start public without one of them.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported anywhere
+
+import gradio as gr  # noqa: E402
+
+from ldifs_engine.errors import SpecError  # noqa: E402
+
+from . import text  # noqa: E402
+from .context import AppContext, user_errors  # noqa: E402
+from .tabs import compare, datasets, jobs, new_run, report  # noqa: E402
+
+log = logging.getLogger("ldifs.app")
+
+DEFAULT_MAX_FILE_SIZE = "500mb"
+STATIC = Path(__file__).parent / "static"
+
+
+# ---- authentication ---------------------------------------------------------------------------------
+def _digest(password: str) -> bytes:
+    return hashlib.sha256(password.encode("utf-8")).digest()
+
+
+def parse_auth_env(value: str) -> dict[str, bytes]:
+    """``"alice:pw1,bob:pw2"`` → {user: sha256(password)}; malformed entries are a ``SpecError``."""
+    out: dict[str, bytes] = {}
+    for i, item in enumerate(x for x in value.split(",") if x.strip()):
+        user, sep, password = item.partition(":")
+        user = user.strip()
+        if not sep or not user or not password:
+            raise SpecError(f"LDIFS_AUTH: entry {i + 1} must look like user:password")
+        out[user] = _digest(password)
+    if not out:
+        raise SpecError("LDIFS_AUTH: no user:password entries")
+    return out
+
+
+def parse_auth_file(content: str, source: str = "LDIFS_AUTH_FILE") -> dict[str, bytes]:
+    """Lines ``user:<sha256 hex of the password>`` (``#`` comments allowed) → {user: digest}."""
+    out: dict[str, bytes] = {}
+    for n, line in enumerate(content.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, hexd = line.partition(":")
+        hexd = hexd.strip().lower()
+        if hexd.startswith("sha256:"):
+            hexd = hexd[len("sha256:"):]
+        if not sep or not user.strip() or len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
+            raise SpecError(f"{source}: line {n} must look like user:<64 hex digits of sha256(password)>")
+        out[user.strip()] = bytes.fromhex(hexd)
+    if not out:
+        raise SpecError(f"{source}: no user entries")
+    return out
+
+
+def make_auth(users: Mapping[str, bytes]) -> Callable[[str, str], bool]:
+    """A Gradio ``auth=`` callable comparing password digests in constant time."""
+    dummy = _digest("\0not-a-user\0")
+    table = dict(users)
+
+    def check(username: str, password: str) -> bool:
+        expected = table.get(username)
+        ok = hmac.compare_digest(_digest(password or ""), expected if expected is not None else dummy)
+        return ok and expected is not None
+
+    return check
+
+
+def hash_password(password: str) -> str:
+    """The line format for ``LDIFS_AUTH_FILE``: sha256 hex of the password."""
+    return hashlib.sha256(password.encode("utf-8")).hexdigest()
+
+
+# ---- launch settings ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LaunchSettings:
+    """Where and how to serve; ``from_env`` fills what the command line did not."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: str | None = None  # "user:pass,…" (LDIFS_AUTH)
+    auth_file: str | None = None  # LDIFS_AUTH_FILE
+    oauth: bool = False  # Hugging Face OAuth (a Space with hf_oauth: true)
+    max_file_size: str | int = DEFAULT_MAX_FILE_SIZE
+    root_path: str | None = None
+    exports_dir: str | None = None  # served for downloads (copies made by tasks.api.export_artifact)
+    blocked_dirs: tuple[str, ...] = ()  # never served: run dirs, datasets, caches, databases
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> "LaunchSettings":
+        env = os.environ if env is None else env
+        given = {k: v for k, v in given.items() if v is not None}
+        given.setdefault("auth", env.get("LDIFS_AUTH") or None)
+        given.setdefault("auth_file", env.get("LDIFS_AUTH_FILE") or None)
+        given.setdefault("oauth", bool(env.get("SPACE_ID") and env.get("OAUTH_CLIENT_ID")))
+        given.setdefault("max_file_size", env.get("LDIFS_MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE)
+        given.setdefault("root_path", env.get("LDIFS_ROOT_PATH") or None)
+        return cls(**given)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    h = host.strip().strip("[]").lower()
+    if h in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_mode(s: LaunchSettings) -> str:
+    if s.auth or s.auth_file:
+        return "password"
+    return "oauth" if s.oauth else "none"
+
+
+def launch_kwargs(s: LaunchSettings) -> dict[str, Any]:
+    """The keyword arguments for ``Blocks.launch``; raises ``SpecError`` for an unsafe setup.
+
+    Public (non-loopback) binds need authentication. SSR, analytics, run history, monitoring and
+    share links stay off; uploads are capped by ``max_file_size``.
+    """
+    if not isinstance(s.port, int) or not 1 <= s.port <= 65535:
+        raise SpecError(f"port: {s.port!r} is not a port number (1–65535)")
+    mode = auth_mode(s)
+    if s.auth and s.auth_file:
+        raise SpecError("auth: give LDIFS_AUTH or LDIFS_AUTH_FILE, not both")
+    public = not is_loopback(s.host)
+    if public and mode == "none":
+        raise SpecError(
+            f"host: refusing to serve on {s.host} without authentication — anyone who can reach it could "
+            "spend your compute. Set LDIFS_AUTH=user:password (or LDIFS_AUTH_FILE, or --auth), or bind to 127.0.0.1.")
+    auth = None
+    if mode == "password":
+        if s.auth_file:
+            try:
+                content = Path(s.auth_file).read_text(encoding="utf-8")
+            except OSError as e:
+                raise SpecError(f"LDIFS_AUTH_FILE: cannot read {s.auth_file} ({e.strerror})") from None
+            auth = make_auth(parse_auth_file(content))
+        else:
+            auth = make_auth(parse_auth_env(s.auth or ""))
+    kw: dict[str, Any] = dict(
+        server_name=s.host, server_port=s.port, auth=auth, share=False, ssr_mode=False,
+        max_file_size=s.max_file_size, enable_monitoring=False, run_history=False, show_error=False,
+        strict_cors=True, mcp_server=False, pwa=False, footer_links=["api"], favicon_path=None,
+        allowed_paths=[s.exports_dir] if s.exports_dir else [], blocked_paths=list(s.blocked_dirs),
+        auth_message="Sign in to LDIFS Studio." if auth else None, css_paths=[STATIC / "app.css"],
+        theme=theme(),
+    )
+    if s.root_path:
+        kw["root_path"] = s.root_path
+    return kw
+
+
+def theme() -> gr.themes.Base:
+    # System fonts only: a Google font would be fetched from the internet on every page load.
+    return gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", neutral_hue="slate",
+                          font=["Inter", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],
+                          font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"])
+
+
+# ---- the public, scriptable API -------------------------------------------------------------------------
+def _public_api(ctx: AppContext) -> None:
+    """``/submit``, ``/jobs``, ``/status``, ``/cancel``, ``/report``, ``/report_csv`` for gradio_client."""
+    api = ctx.api
+
+    @user_errors
+    def submit(spec_yaml: str, priority: int = 0, request: gr.Request = None) -> str:  # type: ignore[assignment]
+        """Queue a run from its spec (YAML or JSON text, as `ldifs submit` reads). Returns the job id."""
+        from .forms import yaml_to_spec
+
+        return api.submit(ctx.user(request), yaml_to_spec(spec_yaml), priority=int(priority or 0))
+
+    @user_errors
+    def list_jobs(state: str = "", request: gr.Request = None) -> list:  # type: ignore[assignment]
+        """Your jobs, newest first (optionally only one state: QUEUED, RUNNING, DONE, …)."""
+        states = [s.strip().upper() for s in (state or "").split(",") if s.strip()] or None
+        return [_status(j) for j in api.list_jobs(ctx.user(request), states=states)]
+
+    @user_errors
+    def status(job_id: str, request: gr.Request = None) -> dict:  # type: ignore[assignment]
+        """One job as `ldifs status --json` prints it."""
+        return api.status_dict(ctx.user(request), job_id)
+
+    @user_errors
+    def cancel(job_id: str, mode: str = "stop", request: gr.Request = None) -> dict:  # type: ignore[assignment]
+        """Stop a job: mode "stop" saves a checkpoint first (resumable), "kill" ends it at once."""
+        if mode not in ("stop", "kill"):
+            raise SpecError(f"mode: {mode!r} is not allowed; choose stop or kill")
+        return _status(api.cancel(ctx.user(request), job_id, mode=mode))
+
+    @user_errors
+    def report(job_id: str, request: gr.Request = None) -> dict:  # type: ignore[assignment]
+        """The finished run's results.json (an empty dict while it is not finished)."""
+        return api.get_results(ctx.user(request), job_id) or {}
+
+    @user_errors
+    def report_csv(job_id: str, request: gr.Request = None) -> str:  # type: ignore[assignment]
+        """The finished run's per-dataset metrics as CSV text."""
+        return Path(api.export_artifact(ctx.user(request), job_id, "csv")).read_text(encoding="utf-8")
+
+    for fn, name in ((submit, "submit"), (list_jobs, "jobs"), (status, "status"), (cancel, "cancel"),
+                     (report, "report"), (report_csv, "report_csv")):
+        gr.api(fn, api_name=name, concurrency_limit=None if name != "submit" else 4)
+
+
+def _status(job: Any) -> dict:
+    d = job.to_dict()
+    d.pop("spec", None)
+    return d
+
+
+# ---- the app -------------------------------------------------------------------------------------------------
+def _default_api() -> Any:
+    from tasks import api
+
+    return api
+
+
+def build_app(api: Any = None, *, auth: str = "none", poll_s: float = 2.0, default_user: str | None = None) -> gr.Blocks:
+    """The Blocks app. ``api`` defaults to ``tasks.api``; ``auth`` is "none", "password" or "oauth"."""
+    if auth not in ("none", "password", "oauth"):
+        raise SpecError(f"auth: {auth!r} is not one of none, password, oauth")
+    ctx = AppContext(api=api or _default_api(), auth_mode=auth, poll_s=poll_s,
+                     default_user=default_user or os.environ.get("LDIFS_LOCAL_USER") or "local")
+    with gr.Blocks(title=text.APP_TITLE, analytics_enabled=False, delete_cache=(3600, 86400),
+                   fill_width=False) as demo:
+        with gr.Row(elem_id="app-header", equal_height=True):
+            gr.Markdown(f"# {text.APP_TITLE}\n{text.TAGLINE}", elem_id="app-title")
+            who = gr.Markdown("", elem_id="app-user")
+            if auth == "oauth":
+                gr.LoginButton(size="sm", scale=0)
+        nav = SimpleNamespace(demo=demo, focus_job=gr.State(""), focus_report=gr.State(""), clone_spec=gr.State({}))
+        with gr.Tabs(selected="new", elem_id="tabs") as tabs:
+            nav.tabs = tabs
+            with gr.Tab("New run", id="new", elem_id="tab-new"):
+                new_run.build(ctx, nav)
+            with gr.Tab("Jobs", id="jobs", elem_id="tab-jobs"):
+                jobs.build(ctx, nav)
+            with gr.Tab("Report", id="report", elem_id="tab-report") as report_tab:
+                rep = report.build(ctx, nav)
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_tab:
+                cmp_ = compare.build(ctx, nav)
+            with gr.Tab("Datasets", id="datasets", elem_id="tab-datasets"):
+                datasets.build(ctx, nav)
+        gr.Markdown("LDIFS Studio · concept forgetting after Mukhoti et al., *Fine-tuning can cripple your foundation "
+                    "model; preserving features may be the solution* (TMLR 2024). Scriptable: see the API link below.",
+                    elem_classes="footer-note")
+
+        # Freshly finished runs appear when their tab is opened.
+        report_tab.select(rep.refresh_fn, rep.picker, rep.picker, api_name="report_tab", api_visibility="private")
+        compare_tab.select(cmp_.refresh_fn, cmp_.picker, cmp_.picker, api_name="compare_tab", api_visibility="private")
+
+        def whoami(request: gr.Request) -> str:
+            if auth == "none":
+                return ""
+            try:
+                user = ctx.user(request)
+            except gr.Error:
+                return "Not signed in"
+            logout = " · [Sign out](/logout)" if auth == "password" else ""
+            return f"Signed in as **{text.md_escape(user)}**{logout}"
+
+        demo.load(whoami, None, who, api_name="whoami", api_visibility="private")
+        _public_api(ctx)
+    demo.queue(default_concurrency_limit=2, max_size=256)
+    return demo
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, embedded_worker: bool = True,
+           poll_s: float = 2.0, *, block: bool = True, **extra: Any) -> tuple[gr.Blocks, Any]:
+    """Serve the app (and, unless ``embedded_worker=False``, a job consumer in this process).
+
+    Returns ``(demo, consumer)`` when ``block=False``; otherwise serves until Ctrl-C, then asks running
+    jobs to checkpoint and stops the consumer.
+    """
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    s = LaunchSettings.from_env(host=host, port=port, auth=auth, exports_dir=str(settings.exports_dir),
+                                blocked_dirs=(str(settings.runs_dir), str(settings.datasets_dir),
+                                              str(settings.cache_dir), str(settings.models_dir)), **extra)
+    kwargs = launch_kwargs(s)  # raises before anything starts if the setup is unsafe
+    demo = build_app(auth=auth_mode(s), poll_s=poll_s)
+    consumer = None
+    if embedded_worker:
+        from tasks.worker import start_embedded_consumer
+
+        consumer = start_embedded_consumer(settings=settings)
+    try:
+        demo.launch(prevent_thread_lock=not block, quiet=False, **kwargs)
+    except BaseException:
+        if consumer is not None and block:
+            consumer.stop(graceful=True, timeout=settings.stop_timeout_s)
+        raise
+    if block:
+        if consumer is not None:
+            log.info("stopping the job worker (running jobs save a checkpoint and resume on the next start)")
+            consumer.stop(graceful=True, timeout=settings.stop_timeout_s)
+        return demo, None
+    return demo, consumer

@@ -1,0 +1,112 @@
+"""Compare finished runs: Δ heatmap, gain-vs-forgetting scatter with the Pareto front, config diff."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from .. import charts, forms, text
+from ..charts import RunEntry
+from ..context import AppContext, user_errors
+
+PRIVATE = dict(api_visibility="private")
+MAX_RUNS = 12
+DEFAULT_RUNS = 6
+SUMMARY_HEADERS = ["Run", "Method", "Target", "Target gain (points)", "Average change on controls (points)",
+                   "Worst control", "On Pareto front"]
+
+
+def summary_rows(runs: Sequence[RunEntry]) -> list[list[str]]:
+    pts = [charts.run_point(r.results) for r in runs]
+    complete = [i for i, (g, m) in enumerate(pts) if g is not None and m is not None]
+    front = {complete[i] for i in charts.pareto_front([pts[i] for i in complete])}  # type: ignore[misc]
+    rows = []
+    for i, (r, (gain, mean)) in enumerate(zip(runs, pts)):
+        s = text.forgetting_summary(r.results)
+        worst = ""
+        if s["worst"]:
+            title = ((r.results.get("datasets") or {}).get(s["worst"]) or {}).get("title") or s["worst"]
+            worst = f"{title} {text.points(s['worst_delta'])}"
+        rows.append([r.label, r.method, str(r.results.get("target", "")),
+                     text.points(None if gain is None else gain / 100), text.points(None if mean is None else mean / 100),
+                     worst or "—", "yes" if i in front else ""])
+    return rows
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    return "—" if v is None else str(v)
+
+
+def diff_table(specs: Sequence[dict], labels: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the config diff: only fields that differ between the runs."""
+    rows = [[text.label_for(path) + f" ({path})"] + [_cell(v) for v in vals] for path, vals in forms.config_diff(specs)]
+    return ["Setting"] + list(labels), rows
+
+
+@dataclass
+class CompareTab:
+    picker: gr.Dropdown
+    refresh_fn: Any
+
+
+def build(ctx: AppContext, nav: Any) -> CompareTab:
+    api = ctx.api
+    gr.Markdown("Which method gives the most gain for the least forgetting? Pick finished runs "
+                "(each keeps its colour everywhere).", elem_classes="tab-intro")
+    with gr.Row(equal_height=True):
+        picker = gr.Dropdown(choices=[], value=[], multiselect=True, max_choices=MAX_RUNS, label="Runs to compare",
+                             scale=4, elem_id="compare-picker")
+        metric = gr.Radio([("Zero-shot", "zs_acc"), ("Linear probe", "lp_acc")], value="zs_acc", label="Metric",
+                          scale=1)
+        refresh = gr.Button("Refresh", size="sm", scale=0, min_width=100)
+    empty = gr.Markdown(text.EMPTY_COMPARE, elem_id="compare-empty")
+    with gr.Column(visible=False) as body:
+        scatter = gr.Plot(show_label=False, elem_id="compare-scatter")
+        gr.Markdown(text.CHART_CAPTIONS["scatter"], elem_classes="caption")
+        heat = gr.Plot(show_label=False, elem_id="compare-heatmap")
+        gr.Markdown(text.CHART_CAPTIONS["heatmap"], elem_classes="caption")
+        summary = gr.Dataframe(headers=SUMMARY_HEADERS, value=[], interactive=False, label="Summary", wrap=True)
+        diff = gr.Dataframe(value=[], interactive=False, label="Settings that differ", wrap=True, elem_id="compare-diff")
+
+    def _runs(user: str, ids: Sequence[str]) -> list[RunEntry]:
+        runs = []
+        for jid in list(ids or [])[:MAX_RUNS]:
+            res = api.get_results(user, jid)
+            if res is None:
+                continue
+            job = api.get_job(user, jid)
+            runs.append(RunEntry(str(jid), str(job.title), res))
+        colours = charts.run_colours([r.id for r in runs])
+        return [RunEntry(r.id, r.label, r.results, colours[r.id]) for r in runs]
+
+    @user_errors
+    def on_compare(ids: Sequence[str], metric_v: str, request: gr.Request) -> list:
+        runs = _runs(ctx.user(request), ids)
+        if len(runs) < 2:
+            msg = text.EMPTY_COMPARE if not runs else "Pick at least one more finished run."
+            return [gr.Markdown(msg, visible=True), gr.Column(visible=False)] + [gr.skip()] * 4
+        labels = [f"{r.label} ({r.id[:8]})" for r in runs]
+        headers, rows = diff_table([r.results.get("spec") or {} for r in runs], labels)
+        if not rows:
+            headers, rows = ["Setting"], [["The runs have identical settings (except the seed, if any)."]]
+        return [gr.Markdown(visible=False), gr.Column(visible=True), charts.tradeoff_scatter(runs),
+                charts.compare_heatmap(runs, metric_v), summary_rows(runs), gr.Dataframe(value=rows, headers=headers)]
+
+    @user_errors
+    def on_refresh(ids: Sequence[str], request: gr.Request) -> Any:
+        jobs = api.list_jobs(ctx.user(request), states=("DONE",), limit=200)
+        valid = {str(j.id) for j in jobs}
+        keep = [i for i in (ids or []) if i in valid] or [str(j.id) for j in jobs[:DEFAULT_RUNS]]
+        return gr.Dropdown(choices=[(f"{j.title} · {j.method} · {str(j.id)[:8]}", str(j.id)) for j in jobs], value=keep)
+
+    outs = [empty, body, scatter, heat, summary, diff]
+    gr.on([picker.change, metric.change], on_compare, [picker, metric], outs, api_name="compare_draw",
+          trigger_mode="always_last", **PRIVATE)
+    refresh.click(on_refresh, picker, picker, api_name="compare_refresh", **PRIVATE)
+    nav.demo.load(on_refresh, picker, picker, api_name="compare_load", **PRIVATE)
+    return CompareTab(picker, on_refresh)

@@ -1,0 +1,349 @@
+"""The service API: the only module the web app (and the ``ldifs`` job commands) call.
+
+Every function takes the acting ``user`` first and is owner-scoped: another user's job raises
+``JobNotFound`` exactly like a missing one. Errors a user can cause are ``LdifsError`` subclasses with a
+message fit to show as is (contracts §4).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import io
+import json
+import shutil
+import uuid
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ldifs_engine.errors import InvalidUpload, LdifsError, SpecError
+
+from . import queue
+from .events import event_log, format_event
+from .jobs import latest_checkpoint, stderr_tail, write_spec
+from .settings import Settings, get_settings
+from .store import (CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, STATES, InvalidState, JobNotFound,
+                    JobStore, JobView, QuotaExceeded, open_store)
+
+__all__ = [
+    "submit", "submit_many", "list_jobs", "get_job", "cancel", "resume", "job_metrics", "job_events", "job_logs",
+    "get_results", "export_artifact", "status_dict", "catalog_backbones", "catalog_methods", "catalog_datasets",
+    "validate_spec", "import_dataset", "list_user_datasets", "show_dataset", "update_dataset",
+    "JobView", "STATES", "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED", "INTERRUPTED",
+    "LdifsError", "SpecError", "JobNotFound", "QuotaExceeded", "InvalidState", "InvalidUpload",
+]
+
+EXPORT_KINDS = ("checkpoint", "results", "csv", "html", "yaml")
+PRIORITY_RANGE = (-10, 10)
+
+
+def _ctx() -> tuple[Settings, JobStore]:
+    settings = get_settings()
+    return settings, open_store(settings.db_path)
+
+
+def _user(user: str) -> str:
+    if not isinstance(user, str) or not user.strip() or len(user) > 200 or any(ord(c) < 32 for c in user):
+        raise SpecError("user: expected a non-empty user name of at most 200 printable characters")
+    return user
+
+
+def _parse_spec(spec: Any):
+    """A validated ``RunSpec`` from a RunSpec, a dict, or YAML / JSON text (raises ``SpecError``)."""
+    from ldifs_engine.spec import RunSpec
+
+    if isinstance(spec, RunSpec):
+        return RunSpec.from_dict(spec.to_dict())  # re-validate: catalogs may have changed
+    if isinstance(spec, str):
+        return RunSpec.from_yaml(spec)  # JSON is YAML too
+    if isinstance(spec, Mapping):
+        return RunSpec.from_dict(spec)
+    raise SpecError(f"spec: expected a RunSpec, a mapping or YAML text, got {type(spec).__name__}")
+
+
+def _priority(priority: Any) -> int:
+    lo, hi = PRIORITY_RANGE
+    if isinstance(priority, bool) or not isinstance(priority, int) or not lo <= priority <= hi:
+        raise SpecError(f"priority: {priority!r} is out of range; allowed: a whole number from {lo} to {hi} "
+                        "(higher runs first)")
+    return priority
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+def submit(user: str, spec: Any, *, priority: int = 0) -> str:
+    """Validate, check the quota, snapshot the spec, create a QUEUED job and enqueue it. Returns the job id."""
+    return submit_many(user, [spec], priority=priority)[0]
+
+
+def submit_many(user: str, specs: Iterable[Any], *, priority: int = 0) -> list[str]:
+    """Submit several specs at once: all are validated (every problem listed) before any is written."""
+    user, priority = _user(user), _priority(priority)
+    specs = list(specs)
+    if not specs:
+        raise SpecError("specs: nothing to submit")
+    parsed, problems = [], []
+    for i, s in enumerate(specs):
+        try:
+            parsed.append(_parse_spec(s))
+        except SpecError as e:
+            problems += e.problems if len(specs) == 1 else [f"specs[{i}].{p}" for p in e.problems]
+    if problems:
+        raise SpecError(problems)
+    settings, store = _ctx()
+    rows = []
+    for rs in parsed:
+        job_id = uuid.uuid4().hex
+        d = rs.to_dict()
+        rows.append({"id": job_id, "spec": d, "spec_hash": rs.spec_hash(), "priority": priority,
+                     "title": rs.name or f"{rs.method.name} on {rs.data.target}", "method": rs.method.name,
+                     "target": rs.data.target, "run_dir": settings.runs_dir / job_id})
+    for r in rows:
+        write_spec(r["run_dir"], r["spec"])
+    try:
+        store.create(user, rows, max_queued=settings.max_queued_per_user)
+    except BaseException:
+        for r in rows:
+            shutil.rmtree(r["run_dir"], ignore_errors=True)
+        raise
+    for r in rows:
+        task_id = queue.enqueue_run_job(user, r["id"], 0, priority=priority)
+        store.set_task_id(user, r["id"], task_id)
+    return [r["id"] for r in rows]
+
+
+def list_jobs(user: str, *, states: Iterable[str] | None = None, limit: int = 200) -> list[JobView]:
+    """The user's jobs, newest first."""
+    return _ctx()[1].list(_user(user), states=states, limit=limit)
+
+
+def get_job(user: str, job_id: str) -> JobView:
+    return _ctx()[1].get(_user(user), job_id)
+
+
+def cancel(user: str, job_id: str, mode: str = "stop") -> JobView:
+    """Queued → CANCELLED at once. Running → the engine checkpoints at the next step and the job becomes
+    CANCELLED (resumable); ``mode="kill"`` ends its process group after ``kill_grace_s``."""
+    settings, store = _ctx()
+    view, was_waiting = store.request_cancel(_user(user), job_id, mode)
+    rec = store.record(user, job_id)
+    if was_waiting:
+        queue.revoke(rec["task_id"])
+    elif view.state == RUNNING:
+        # The STOP file reaches the engine even when its worker is on another machine; the worker
+        # follows up with one SIGINT (and SIGKILL for mode="kill").
+        from .jobs import request_stop
+
+        request_stop(Path(rec["run_dir"]), None, signal_child=False)
+    return view
+
+
+def resume(user: str, job_id: str) -> JobView:
+    """Re-queue a CANCELLED / INTERRUPTED / FAILED job; it continues from its last complete checkpoint."""
+    settings, store = _ctx()
+    rec = store.record(_user(user), job_id)
+    has_ckpt = latest_checkpoint(Path(rec["run_dir"])) is not None
+    view = store.requeue(user, job_id, max_queued=settings.max_queued_per_user, has_checkpoint=has_ckpt)
+    task_id = queue.enqueue_run_job(user, job_id, view.attempts, priority=view.priority)
+    store.set_task_id(user, job_id, task_id)
+    return store.get(user, job_id)
+
+
+def _run_dir(user: str, job_id: str) -> Path:
+    return Path(_ctx()[1].record(_user(user), job_id)["run_dir"])
+
+
+def job_events(user: str, job_id: str, *, kinds: Iterable[str] | None = None, tail: int | None = None) -> list[dict]:
+    """The run's events (contracts §1), optionally only some types and only the last ``tail``."""
+    events = event_log(_run_dir(user, job_id)).events()
+    if kinds is not None:
+        wanted = set(kinds)
+        events = [e for e in events if e.get("type") in wanted]
+    if tail is not None:
+        events = events[-max(0, int(tail)):] if tail else []
+    return events
+
+
+def job_metrics(user: str, job_id: str, *, after_step: int = 0) -> list[dict]:
+    """``step`` events with ``step > after_step`` (a UI polls with the last step it has)."""
+    return [e for e in job_events(user, job_id, kinds=("step",))
+            if isinstance(e.get("step"), (int, float)) and e["step"] > after_step]
+
+
+def job_logs(user: str, job_id: str, n: int = 40) -> list[str]:
+    """The last ``n`` human log lines; for a failed job, the engine's last output lines follow."""
+    settings, store = _ctx()
+    rec = store.record(_user(user), job_id)
+    lines = [line for e in event_log(rec["run_dir"]).events() if (line := format_event(e))]
+    if not lines:
+        lines = list(rec["log_tail"])
+    if rec["state"] == FAILED:
+        extra = [ln for ln in stderr_tail(Path(rec["run_dir"]), 20) if ln.strip() and not ln.startswith("=== ")]
+        if extra:
+            lines += ["--- engine output (last lines) ---", *extra]
+    return lines[-max(0, int(n)):] if n else []
+
+
+def get_results(user: str, job_id: str) -> dict | None:
+    """``results.json`` of a finished run (contracts §2), None before it exists."""
+    path = _run_dir(user, job_id) / "results.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise InvalidState(f"job {job_id}: results.json is unreadable") from None
+
+
+def status_dict(user: str, job_id: str) -> dict[str, Any]:
+    """What ``ldifs status --json`` prints: the job without its spec, plus its spec hash."""
+    d = get_job(user, job_id).to_dict()
+    d.pop("spec", None)
+    return d
+
+
+def export_artifact(user: str, job_id: str, kind: str) -> Path:
+    """A copy of one artifact in the user's export folder (never a path into the run directory)."""
+    settings, store = _ctx()
+    view = store.get(_user(user), job_id)
+    if kind not in EXPORT_KINDS:
+        raise SpecError(f"kind: {kind!r} is not allowed; choose one of: {', '.join(EXPORT_KINDS)}")
+    run_dir = Path(store.record(user, job_id)["run_dir"])
+    out_dir = settings.exports_dir / hashlib.sha256(user.encode()).hexdigest()[:24] / job_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"ldifs-{view.method}-{job_id[:8]}"
+    if kind == "yaml":
+        import yaml
+
+        text = (f"# LDIFS Studio run {job_id} ({view.title})\n# re-run with: ldifs submit {stem}.yaml\n"
+                + yaml.safe_dump(view.spec, sort_keys=False))
+        return _write(out_dir / f"{stem}.yaml", text.encode())
+    results = get_results(user, job_id)
+    if results is None:
+        raise InvalidState(f"job {job_id} has no results yet (it is {view.state.lower()})")
+    if kind == "results":
+        return _write(out_dir / f"{stem}-results.json", json.dumps(results, indent=2).encode())
+    if kind == "csv":
+        return _write(out_dir / f"{stem}-metrics.csv", _results_csv(results).encode())
+    if kind == "html":
+        return _write(out_dir / f"{stem}-report.html", _results_html(view, results).encode())
+    final = run_dir / "final"
+    files = [p for p in (final / "model.safetensors", final / "head.safetensors", run_dir / "spec.json",
+                         run_dir / "results.json") if p.is_file()]
+    if not (final / "model.safetensors").is_file():
+        raise InvalidState(f"job {job_id} has no final checkpoint")
+    target = out_dir / f"{stem}-checkpoint.zip"
+    tmp = target.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:  # safetensors do not compress
+        for p in files:
+            z.write(p, arcname=p.name)
+    tmp.replace(target)
+    return target
+
+
+def _write(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def _results_rows(results: dict) -> list[dict[str, Any]]:
+    rows = []
+    for key, d in (results.get("datasets") or {}).items():
+        before, after = d.get("before") or {}, d.get("after") or {}
+        for metric in ("zs_acc", "zs_ece", "lp_acc", "lp_ece"):
+            b, a = before.get(metric), after.get(metric)
+            rows.append({"dataset": key, "role": d.get("role", ""), "metric": metric, "before": b, "after": a,
+                         "delta": (a - b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None})
+    return rows
+
+
+def _results_csv(results: dict) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["dataset", "role", "metric", "before", "after", "delta"])
+    w.writeheader()
+    for row in _results_rows(results):
+        # A leading = + - @ would make a spreadsheet evaluate a cell; dataset keys are catalog keys, but be safe.
+        w.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _results_html(view: JobView, results: dict) -> str:
+    def cell(v: Any) -> str:
+        return f"{v * 100:.1f}" if isinstance(v, (int, float)) else "&ndash;"
+
+    rows = "".join(
+        f"<tr><td>{html.escape(r['dataset'])}</td><td>{html.escape(str(r['role']))}</td><td>{r['metric']}</td>"
+        f"<td>{cell(r['before'])}</td><td>{cell(r['after'])}</td><td>{cell(r['delta'])}</td></tr>"
+        for r in _results_rows(results))
+    summary = html.escape(json.dumps(results.get("summary") or {}, indent=2))
+    return (f"<!doctype html><meta charset='utf-8'><title>{html.escape(view.title)}</title>"
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:right}"
+            "td:first-child,th:first-child{text-align:left}</style>"
+            f"<h1>{html.escape(view.title)}</h1><p>{html.escape(view.method)} on {html.escape(view.target)} "
+            f"&middot; job {view.id}</p><h2>Before / after (%)</h2><table><tr><th>dataset</th><th>role</th>"
+            f"<th>metric</th><th>before</th><th>after</th><th>&Delta;</th></tr>{rows}</table>"
+            f"<h2>Summary</h2><pre>{summary}</pre>")
+
+
+# ---- catalogs --------------------------------------------------------------------------------
+def catalog_backbones() -> list[dict]:
+    """Registered backbones (metadata only)."""
+    from ldifs_engine.backbones import BACKBONES
+
+    return [info.meta() for _, info in BACKBONES.items()]
+
+
+def catalog_methods() -> list[dict]:
+    """Registered fine-tuning methods with their parameters' help and bounds."""
+    from ldifs_engine.methods import METHODS
+
+    return [_jsonable(cls.meta()) for _, cls in METHODS.items()]
+
+
+def catalog_datasets(user: str) -> list[dict]:
+    """Built-in datasets plus the user's own uploads."""
+    from ldifs_engine.data import DATASETS
+
+    out = [info.meta() for _, info in DATASETS.items() if getattr(info, "source", "") != "upload"]
+    try:
+        out += list(list_user_datasets(_user(user)))
+    except _UploadsMissing:
+        pass
+    return out
+
+
+def validate_spec(spec_dict: Mapping[str, Any]) -> list[str]:
+    """Every problem with a spec dict as ``"field: message"`` (empty = valid)."""
+    from ldifs_engine.spec import validate
+
+    return validate(spec_dict)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if x is None or isinstance(x, (str, int, float, bool)):
+        return x
+    return str(x)
+
+
+# ---- datasets (the uploads module lands with the datasets issue) -------------------------------
+class _UploadsMissing(InvalidUpload):
+    pass
+
+
+try:
+    from .uploads import import_dataset, list_user_datasets, show_dataset, update_dataset  # noqa: F401
+except ModuleNotFoundError as _e:  # only a missing tasks.uploads; a broken one must fail loudly
+    if _e.name != f"{__package__}.uploads":
+        raise
+
+    def _missing(*_a: Any, **_k: Any) -> Any:
+        raise _UploadsMissing("dataset uploads are not available in this installation")
+
+    import_dataset = list_user_datasets = show_dataset = update_dataset = _missing  # type: ignore[assignment]

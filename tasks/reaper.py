@@ -1,0 +1,168 @@
+"""Recovery of jobs whose worker died (huey has no acknowledgements: a SIGKILLed worker's task is lost).
+
+``reap_once`` looks at every RUNNING job. A live worker on this host watches its own engine (stalls
+included), so the reaper leaves those alone. A job whose worker process on this host is gone, or whose
+heartbeat is stale on another host, is recovered: an engine still running as an orphan is asked to
+checkpoint and stop, its last events are read into the store, and the job ends DONE / FAILED /
+CANCELLED if the engine got that far, else INTERRUPTED and re-queued to resume from its last complete
+checkpoint (up to ``max_attempts`` crashes, then FAILED).
+
+``recover_queue`` re-enqueues QUEUED / INTERRUPTED jobs whose queue message was lost.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import jobs, leases, queue
+from .events import Progress, read_new
+from .settings import Settings, get_settings
+from .store import CANCELLED, DONE, FAILED, JobStore, open_store
+
+log = logging.getLogger("ldifs.reaper")
+
+
+def pid_alive(pid: int | None, *, must_contain: str | None = None) -> bool:
+    """True if ``pid`` runs (not a zombie) and, when given, its command line contains ``must_contain``."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return must_contain is None  # someone else's process: never ours to signal
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        try:
+            stat = (proc / "stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
+            if must_contain is not None:
+                return must_contain in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except (OSError, IndexError):
+            return False
+    return True
+
+
+def reap_once(settings: Settings | None = None, store: JobStore | None = None) -> list[str]:
+    """One pass over RUNNING jobs; returns the ids it recovered."""
+    settings = settings or get_settings()
+    store = store or open_store(settings.db_path)
+    now = time.time()
+    mine = jobs.active_ids()
+    recovered = []
+    for rec in store.running_all():
+        if rec["id"] in mine:
+            continue
+        same_host = rec["host"] == leases.HOST
+        if same_host:
+            if rec["worker_pid"] != os.getpid() and pid_alive(rec["worker_pid"]):
+                continue  # a live worker watches its own engine
+        elif rec["heartbeat_at"] is not None and now - rec["heartbeat_at"] <= settings.heartbeat_stale_s:
+            continue
+        try:
+            _recover(settings, store, rec, same_host)
+            recovered.append(rec["id"])
+        except Exception:
+            log.exception("could not recover job %s", rec["id"])
+    return recovered
+
+
+def _recover(settings: Settings, store: JobStore, rec: dict[str, Any], same_host: bool) -> None:
+    run_dir = Path(rec["run_dir"])
+    owner, job_id, attempt = rec["owner"], rec["id"], rec["attempts"]
+    if same_host and pid_alive(rec["pid"], must_contain=str(run_dir)):
+        log.warning("job %s: its worker is gone but the engine (pid %s) still runs; stopping it", job_id, rec["pid"])
+        _stop_orphan(settings, run_dir, rec["pid"], rec["pgid"] or rec["pid"])
+    events, offset = read_new(run_dir / "events.jsonl", rec["events_offset"] or 0, final=True)
+    progress = Progress.from_record(rec, settings.log_tail_lines)
+    progress.apply(events)
+    fields = {**progress.fields(), "events_offset": offset}
+    ckpt = jobs.latest_checkpoint(run_dir)
+    if ckpt is not None:
+        fields["checkpoint_step"] = ckpt[0]
+    with contextlib.suppress(FileNotFoundError):
+        (run_dir / "STOP").unlink()
+    if progress.done and (run_dir / "results.json").is_file():
+        store.finish(owner, job_id, attempt, DONE, message=jobs.done_message(run_dir),
+                     result_path=str(run_dir / "results.json"), **fields)
+        return
+    if progress.error is not None:
+        store.finish(owner, job_id, attempt, FAILED, message=jobs.failure_message(1, progress, run_dir / "engine.log"),
+                     **fields)
+        return
+    if rec["cancel_mode"]:
+        store.finish(owner, job_id, attempt, CANCELLED, message="Stopped on request while its worker was down.",
+                     **fields)
+        return
+    where = f"step {progress.step}" if progress.step is not None else "start-up"
+    kept = f"resuming from the checkpoint at step {ckpt[0]}" if ckpt else "starting over (no checkpoint yet)"
+    host = f" on {rec['host']}" if rec["host"] and rec["host"] != leases.HOST else ""
+    msg = f"Its worker (pid {rec['worker_pid']}{host}) stopped at {where}; {kept}."
+    outcome = store.interrupt(owner, job_id, attempt, message=msg, crashed=True,
+                              max_attempts=settings.max_attempts, **fields)
+    log.warning("job %s: %s → %s", job_id, msg, outcome)
+    if outcome == "requeue":
+        task_id = queue.enqueue_run_job(owner, job_id, attempt, priority=rec["priority"])
+        store.set_task_id(owner, job_id, task_id)
+
+
+def _stop_orphan(settings: Settings, run_dir: Path, pid: int, pgid: int) -> None:
+    """SIGINT (checkpoint and exit), then SIGKILL after ``stop_timeout_s``; waits until it is gone."""
+    jobs.request_stop(run_dir, pgid)
+    deadline = time.monotonic() + settings.stop_timeout_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    while pid_alive(pid):
+        time.sleep(0.05)
+
+
+def recover_queue(settings: Settings | None = None, store: JobStore | None = None) -> list[str]:
+    """Re-enqueue waiting jobs that have no message in the queue (a duplicate would be a no-op anyway)."""
+    settings = settings or get_settings()
+    store = store or open_store(settings.db_path)
+    waiting = queue.queued_task_ids()
+    out = []
+    for rec in store.pending_all():
+        if rec["task_id"] in waiting:
+            continue
+        task_id = queue.enqueue_run_job(rec["owner"], rec["id"], rec["attempts"], priority=rec["priority"])
+        store.set_task_id(rec["owner"], rec["id"], task_id)
+        out.append(rec["id"])
+    if out:
+        log.warning("re-enqueued %d waiting job(s) whose queue message was missing", len(out))
+    return out
+
+
+class Reaper:
+    """Runs ``reap_once`` every ``settings.reaper_interval_s`` in a daemon thread."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ldifs-reaper", daemon=True)
+
+    def start(self) -> "Reaper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.reaper_interval_s):
+            try:
+                reap_once(self.settings)
+            except Exception:
+                log.exception("reaper pass failed")

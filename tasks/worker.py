@@ -1,0 +1,116 @@
+"""Running the job consumer: ``ldifs worker`` (a process of its own) or embedded in the web app.
+
+Thread workers, one per GPU slot, each supervising an engine child process; the consumer itself
+never touches CUDA. At start the reaper recovers jobs whose worker died and re-enqueues lost queue
+messages; it then runs every ``reaper_interval_s``.
+
+Stopping: SIGINT (Ctrl-C, ``KillSignal=SIGINT``) is graceful — every running engine is asked to save a
+checkpoint and exit, its job becomes INTERRUPTED and is re-queued, then the process exits. SIGTERM does
+the same but SIGKILLs engines that have not exited after ``kill_grace_s``. A second SIGINT leaves at
+once; the reaper of the next worker then stops the orphaned engines and resumes their jobs.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+from huey.consumer import Consumer
+
+from . import jobs, queue, reaper
+from .settings import Settings, get_settings
+
+log = logging.getLogger("ldifs.worker")
+
+
+class JobConsumer(Consumer):
+    """A huey consumer whose stop first asks running engines to checkpoint, and which can live in a
+    non-main thread (Python only lets the main thread install signal handlers)."""
+
+    def __init__(self, huey, *, install_signals: bool = True, **options):
+        self._install_signals = install_signals
+        super().__init__(huey, **options)
+
+    def _set_signal_handlers(self) -> None:
+        if self._install_signals and threading.current_thread() is threading.main_thread():
+            super()._set_signal_handlers()
+
+    def stop(self, graceful: bool = False) -> None:
+        jobs.begin_shutdown(fast=not graceful)
+        # Always wait for the workers: they return once their engines have checkpointed (or were killed).
+        super().stop(graceful=True)
+
+
+def _consumer(settings: Settings, workers: int | None, install_signals: bool) -> JobConsumer:
+    huey = queue.get_huey()
+    if huey.immediate:
+        raise RuntimeError("the job queue is in immediate mode; a consumer cannot run")
+    return JobConsumer(
+        huey, workers=workers or settings.workers, worker_type="thread", periodic=False,
+        initial_delay=min(0.1, settings.queue_poll_max_s), backoff=1.5, max_delay=settings.queue_poll_max_s,
+        flush_locks=True, install_signals=install_signals)
+
+
+def _recover_at_start(settings: Settings) -> None:
+    recovered = reaper.reap_once(settings)
+    if recovered:
+        log.warning("recovered %d job(s) whose worker had died: %s", len(recovered), ", ".join(recovered))
+    reaper.recover_queue(settings)
+
+
+def run_consumer(workers: int | None = None, *, settings: Settings | None = None) -> None:
+    """Run the consumer in this (main) thread until SIGINT / SIGTERM."""
+    settings = settings or get_settings()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    jobs.reset_shutdown()
+    consumer = _consumer(settings, workers, install_signals=True)
+    log.info("worker: %d slot(s), GPUs %s, queue %s", consumer.workers, ", ".join(settings.gpu_ids) or "auto",
+             settings.queue_url or settings.queue_path)
+    _recover_at_start(settings)
+    periodic = reaper.Reaper(settings).start()
+    try:
+        consumer.run()
+    finally:
+        periodic.stop()
+
+
+class EmbeddedConsumer:
+    """A consumer running in a background thread of another program (the web app)."""
+
+    def __init__(self, consumer: JobConsumer, settings: Settings):
+        self.consumer, self.settings = consumer, settings
+        self._reaper = reaper.Reaper(settings)
+        self._thread = threading.Thread(target=self._run, name="ldifs-consumer", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            _recover_at_start(self.settings)
+            self._reaper.start()
+            self.consumer.run()
+        except Exception:
+            log.exception("embedded job consumer stopped with an error")
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, *, graceful: bool = True, timeout: float | None = None) -> None:
+        """Checkpoint running jobs (they resume when a worker next runs) and stop."""
+        self._reaper.stop()
+        self.consumer.stop(graceful=graceful)
+        self._thread.join(timeout)
+
+
+def start_embedded_consumer(workers: int | None = None, *, settings: Settings | None = None) -> EmbeddedConsumer:
+    """Start a consumer in a daemon thread (no signal handlers); call ``.stop()`` when the app exits."""
+    settings = settings or get_settings()
+    jobs.reset_shutdown()
+    handle = EmbeddedConsumer(_consumer(settings, workers, install_signals=False), settings)
+    handle._thread.start()
+    return handle
+
+
+if __name__ == "__main__":  # python -m tasks.worker [workers]
+    run_consumer(int(sys.argv[1]) if len(sys.argv) > 1 else None)

@@ -1,0 +1,31 @@
+"""Suite-wide fixtures: every test runs offline with its own LDIFS_HOME."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """A fresh data root per test, so caches, jobs and uploads never leak between tests."""
+    home = tmp_path / "ldifs-home"
+    monkeypatch.setenv("LDIFS_HOME", str(home))
+    monkeypatch.delenv("LDIFS_CACHE_DIR", raising=False)
+    try:
+        from tasks.settings import get_settings
+
+        get_settings.cache_clear()
+    except Exception:
+        pass
+    yield home
+    try:
+        from tasks.settings import get_settings
+
+        get_settings.cache_clear()
+    except Exception:
+        pass
