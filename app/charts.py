@@ -41,13 +41,13 @@ def _pctv(x: Any) -> float | None:
 
 
 def _layout(fig: go.Figure, title: str, height: int, **kw: Any) -> go.Figure:
-    fig.update_layout(
+    base: dict[str, Any] = dict(
         title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16)),
         template="plotly_white", height=height, font=_FONT, margin=dict(l=10, r=20, t=60, b=40),
         hoverlabel=dict(font_size=12), legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0,
                                                    xanchor="right"),
-        **kw,
     )
+    fig.update_layout(**{**base, **kw})
     return fig
 
 
@@ -208,7 +208,7 @@ def curves(results: Mapping[str, Any]) -> go.Figure:
             line=dict(color=PALETTE[i % len(PALETTE)], width=3 if is_target else 2, dash="dot" if is_target else None),
             hovertemplate="step %{x}: %{y:.1f} %<extra>" + label + "</extra>",
         ))
-    fig.update_xaxes(title_text="Training step")
+    fig.update_xaxes(title_text="Training step", tickformat=",d")
     fig.update_yaxes(title_text="Zero-shot accuracy (%)", range=[-2, 102], ticksuffix=" %")
     return _layout(fig, "Accuracy during training", 420)
 

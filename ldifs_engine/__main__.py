@@ -222,6 +222,14 @@ def dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not a user error: one line here, the traceback on request
+        import os
+
+        if os.environ.get("LDIFS_DEBUG"):
+            raise
+        print(f"error: internal error: {type(e).__name__}: {str(e)[:300]} (set LDIFS_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,7 +153,10 @@ def run(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: Event
     device = torch.device(device) if device is not None else pick_device()
     precision = resolve_precision(spec.optim.precision, device)
     ctx = DataContext(Path(data_root) if data_root else default_data_root(), download=download)
-    should_stop = should_stop or StopFlag(workdir)
+    stop_flag = None
+    if should_stop is None:
+        stop_flag = should_stop = StopFlag(workdir)
+        stop_flag.install()  # SIGINT = save a checkpoint and exit at the next step boundary
     torch.manual_seed(spec.seed)
     atomic_write_json(workdir / "spec.json", spec.to_dict())
     try:
@@ -331,13 +334,14 @@ def run(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: Event
         sink.emit("done", results="results.json")
         return results
     except LdifsError as e:
-        if not isinstance(e, type(None)):
-            sink.emit("error", kind=type(e).__name__, message=str(e))
+        sink.emit("error", kind=type(e).__name__, message=str(e))
         raise
     except Exception as e:
         sink.emit("error", kind=type(e).__name__, message=f"{type(e).__name__}: {str(e)[:300]}")
         raise
     finally:
+        if stop_flag is not None:
+            stop_flag.uninstall()
         sink.close() if own_sink else sink._hb_stop.set()
 
 

@@ -41,7 +41,7 @@ PRIORITY_RANGE = (-10, 10)
 
 def _ctx() -> tuple[Settings, JobStore]:
     settings = get_settings()
-    return settings, open_store(settings.db_path)
+    return settings, open_store(settings)
 
 
 def _user(user: str) -> str:
@@ -332,18 +332,37 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-# ---- datasets (the uploads module lands with the datasets issue) -------------------------------
+# ---- datasets (owned by tasks.uploads; imported on first use so `import tasks.api` stays light) ------
 class _UploadsMissing(InvalidUpload):
     pass
 
 
-try:
-    from .uploads import import_dataset, list_user_datasets, show_dataset, update_dataset  # noqa: F401
-except ModuleNotFoundError as _e:  # only a missing tasks.uploads; a broken one must fail loudly
-    if _e.name != f"{__package__}.uploads":
-        raise
+def _uploads() -> Any:
+    try:
+        from . import uploads
+    except ModuleNotFoundError as e:  # only a missing tasks.uploads; a broken one must fail loudly
+        if e.name != f"{__package__}.uploads":
+            raise
+        raise _UploadsMissing("dataset uploads are not available in this installation") from None
+    return uploads
 
-    def _missing(*_a: Any, **_k: Any) -> Any:
-        raise _UploadsMissing("dataset uploads are not available in this installation")
 
-    import_dataset = list_user_datasets = show_dataset = update_dataset = _missing  # type: ignore[assignment]
+def import_dataset(user: str, zip_path: Any, name: str | None = None, **kwargs: Any) -> dict:
+    """Ingest a zip of class folders as the user's dataset; returns the ingestion report."""
+    return _uploads().import_dataset(_user(user), zip_path, name, **kwargs)
+
+
+def list_user_datasets(user: str, **kwargs: Any) -> list[dict]:
+    """The user's uploaded datasets."""
+    return _uploads().list_user_datasets(_user(user), **kwargs)
+
+
+def show_dataset(user: str, key: str, **kwargs: Any) -> dict:
+    """One dataset (the user's own or a catalog one) with its class names, templates and preview."""
+    return _uploads().show_dataset(_user(user), key, **kwargs)
+
+
+def update_dataset(user: str, key: str, classnames: list[str] | None = None, templates: list[str] | None = None,
+                   **kwargs: Any) -> dict:
+    """Rename classes or change prompt templates of the user's dataset."""
+    return _uploads().update_dataset(_user(user), key, classnames=classnames, templates=templates, **kwargs)

@@ -170,7 +170,7 @@ def run_job(owner: str, job_id: str, attempt: int) -> str:
     starts an engine; every other call returns ``"skipped"``.
     """
     settings = get_settings()
-    return _Attempt(settings, open_store(settings.db_path), owner, job_id, attempt).execute()
+    return _Attempt(settings, open_store(settings), owner, job_id, attempt).execute()
 
 
 class _Attempt:

@@ -54,7 +54,7 @@ def pid_alive(pid: int | None, *, must_contain: str | None = None) -> bool:
 def reap_once(settings: Settings | None = None, store: JobStore | None = None) -> list[str]:
     """One pass over RUNNING jobs; returns the ids it recovered."""
     settings = settings or get_settings()
-    store = store or open_store(settings.db_path)
+    store = store or open_store(settings)
     now = time.time()
     mine = jobs.active_ids()
     recovered = []
@@ -129,7 +129,7 @@ def _stop_orphan(settings: Settings, run_dir: Path, pid: int, pgid: int) -> None
 def recover_queue(settings: Settings | None = None, store: JobStore | None = None) -> list[str]:
     """Re-enqueue waiting jobs that have no message in the queue (a duplicate would be a no-op anyway)."""
     settings = settings or get_settings()
-    store = store or open_store(settings.db_path)
+    store = store or open_store(settings)
     waiting = queue.queued_task_ids()
     out = []
     for rec in store.pending_all():

@@ -37,6 +37,13 @@ def _float(name: str, default: float, minimum: float = 0.0) -> float:
     return value
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip().lower() or default
+    if raw not in allowed:
+        raise SpecError(f"{name}: {raw!r} is not allowed; choose one of: {', '.join(allowed)}")
+    return raw
+
+
 def _argv(name: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -74,6 +81,7 @@ class Settings:
     queue_secret: str = field(default="", repr=False)  # HMAC-sign queue messages (set it for Redis)
     cache_size_limit_bytes: int = 4 * 1024**3
     log_tail_lines: int = 40
+    db_journal_mode: str = "wal"  # "delete" when LDIFS_HOME is on a shared network filesystem
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -163,6 +171,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             queue_secret=os.environ.get("LDIFS_QUEUE_SECRET", ""),
             cache_size_limit_bytes=_int("LDIFS_CACHE_SIZE_LIMIT_BYTES", 4 * 1024**3, 1024**2),
             log_tail_lines=_int("LDIFS_LOG_TAIL_LINES", 40, 1),
+            db_journal_mode=_choice("LDIFS_DB_JOURNAL", "wal", ("wal", "delete")),
         )
     finally:
         if env is not os.environ:

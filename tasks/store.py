@@ -20,9 +20,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ldifs_engine.errors import LdifsError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = (
     "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED", "INTERRUPTED")
@@ -31,6 +34,7 @@ PENDING = (QUEUED, INTERRUPTED)  # waiting for a worker (INTERRUPTED = will resu
 FINAL = (DONE, FAILED, CANCELLED)
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 CANCEL_MODES = ("stop", "kill")
+JOURNAL_MODES = ("wal", "delete")  # delete: for a store on a shared network filesystem (WAL needs one host)
 
 
 class JobNotFound(LdifsError):
@@ -140,9 +144,12 @@ _JSON_COLUMNS = frozenset({"log_tail", "backoffs"})
 class JobStore:
     """SQLite-backed job records. Thread-safe (one connection per thread); several processes share it."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0):
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0, journal_mode: str = "wal"):
+        if journal_mode not in JOURNAL_MODES:
+            raise ValueError(f"journal_mode must be one of {JOURNAL_MODES}, got {journal_mode!r}")
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
+        self.journal_mode = journal_mode
         self._local = threading.local()
         with self._tx() as con:
             for stmt in filter(str.strip, _SCHEMA.split(";")):
@@ -155,7 +162,7 @@ class JobStore:
             con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
             con.row_factory = sqlite3.Row
             con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            _retry_locked(lambda: con.execute("PRAGMA journal_mode = WAL"), self.busy_timeout_s)
+            _retry_locked(lambda: con.execute(f"PRAGMA journal_mode = {self.journal_mode}"), self.busy_timeout_s)
             con.execute("PRAGMA synchronous = NORMAL")
             self._local.con = con
         return con
@@ -457,11 +464,14 @@ _STORES: dict[Path, JobStore] = {}
 _STORES_LOCK = threading.Lock()
 
 
-def open_store(path: str | Path) -> JobStore:
-    """The process-wide store for ``path`` (one per database file)."""
+def open_store(where: "Settings | str | Path") -> JobStore:
+    """The process-wide store of ``settings`` (its ``db_path`` and journal mode) or of a database path."""
+    from .settings import Settings
+
+    path, journal = (where.db_path, where.db_journal_mode) if isinstance(where, Settings) else (where, "wal")
     key = Path(path).resolve()
     with _STORES_LOCK:
         store = _STORES.get(key)
         if store is None:
-            store = _STORES[key] = JobStore(key)
+            store = _STORES[key] = JobStore(key, journal_mode=journal)
         return store

@@ -58,7 +58,7 @@ def build(ctx: AppContext, nav: Any) -> CompareTab:
     api = ctx.api
     gr.Markdown("Which method gives the most gain for the least forgetting? Pick finished runs "
                 "(each keeps its colour everywhere).", elem_classes="tab-intro")
-    with gr.Row(equal_height=True):
+    with gr.Row():
         picker = gr.Dropdown(choices=[], value=[], multiselect=True, max_choices=MAX_RUNS, label="Runs to compare",
                              scale=4, elem_id="compare-picker")
         metric = gr.Radio([("Zero-shot", "zs_acc"), ("Linear probe", "lp_acc")], value="zs_acc", label="Metric",

@@ -20,6 +20,10 @@ PRIVATE = dict(api_visibility="private")
 ACTIVE = ("QUEUED", "RUNNING")
 FINISHED = ("DONE", "FAILED", "CANCELLED", "INTERRUPTED")
 FILTERS = {"Active": ACTIVE, "Finished": FINISHED, "All": None}
+PHASES = {"starting": "starting the engine", "load": "loading the model and datasets",
+          "before_eval": "measuring the model before fine-tuning", "sanity": "checking one training step",
+          "train": "fine-tuning", "after_eval": "measuring the fine-tuned model", "wise_ft": "computing WiSE-FT mixes",
+          "done": "writing the report"}
 TABLE_HEADERS = ["Run", "State", "Progress", "ETA", "Method", "Target", "Created", "ID"]
 
 
@@ -92,10 +96,24 @@ def job_summary(job: Any) -> str:
         facts.append(f"memory back-off: micro-batch {b.get('micro_batch', '?')}" if isinstance(b, Mapping) else "memory back-off")
     if facts:
         lines.append(" · ".join(facts))
+    phase = getattr(job, "phase", None)
+    if job.state == "RUNNING" and phase in PHASES:
+        lines.append(f"Now: {PHASES[phase]}")
+    if job.state == "RUNNING" and getattr(job, "cancel_requested", None):
+        lines.append("⚠ Stop requested: the run is saving a checkpoint and will stop shortly."
+                     if job.cancel_requested == "stop" else "⚠ Kill requested.")
     if job.message:
         icon = "✗" if job.state == "FAILED" else "ℹ"
         lines.append(f"\n{icon} {text.md_escape(job.message)}")
     return "\n\n".join(lines)
+
+
+BUTTONS = (("stop", "Stop & save", "secondary", "Ask the run to save a checkpoint and stop; it can be resumed."),
+           ("kill", "Kill", "stop", "Stop at once without saving (the last checkpoint is kept)."),
+           ("cancel", "Cancel", "stop", "Remove this run from the queue."),
+           ("resume", "Resume", "primary", "Continue from the last checkpoint."),
+           ("report", "Open report", "primary", "See what this run learned and forgot."),
+           ("clone", "Edit a copy", "secondary", "Load this run's settings into New run."))
 
 
 def button_states(state: str | None) -> dict[str, bool]:
@@ -108,6 +126,12 @@ def button_states(state: str | None) -> dict[str, bool]:
         "report": state == "DONE",
         "clone": state is not None,
     }
+
+
+def button_help(state: str | None) -> str:
+    """One line per control that is visible for this state."""
+    vis = button_states(state)
+    return "\n".join(f"- **{label}**: {tip}" for key, label, _v, tip in BUTTONS if vis[key])
 
 
 def merge_points(cached: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> list[dict]:
@@ -130,17 +154,9 @@ class JobsTab:
     timer: gr.Timer
 
 
-BUTTONS = (("stop", "Stop & save", "secondary", "Ask the run to save a checkpoint and stop; it can be resumed."),
-           ("kill", "Kill", "stop", "Stop at once without saving (the last checkpoint is kept)."),
-           ("cancel", "Cancel", "stop", "Remove this run from the queue."),
-           ("resume", "Resume", "primary", "Continue from the last checkpoint."),
-           ("report", "Open report", "primary", "See what this run learned and forgot."),
-           ("clone", "Edit a copy", "secondary", "Load this run's settings into New run."))
-
-
 def build(ctx: AppContext, nav: Any) -> JobsTab:
     api = ctx.api
-    with gr.Row(equal_height=True):
+    with gr.Row():
         flt = gr.Radio(list(FILTERS), value="All", label="Show", scale=2, elem_id="jobs-filter")
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=100)
     empty = gr.Markdown(text.EMPTY_JOBS, visible=True, elem_id="jobs-empty")
@@ -155,8 +171,7 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
             with gr.Column(scale=1, min_width=220):
                 btns = {key: gr.Button(label, variant=variant, size="sm", visible=False, elem_id=f"job-{key}")
                         for key, label, variant, _tip in BUTTONS}
-                gr.Markdown("\n".join(f"- **{label}**: {tip}" for _k, label, _v, tip in BUTTONS),
-                            elem_classes="button-help")
+                help_md = gr.Markdown("", elem_classes="button-help")
         plot = gr.Plot(label="Training", elem_id="job-plot", show_label=False)
         with gr.Row():
             smoothing = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Smoothing",
@@ -179,7 +194,7 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
     def panel_updates(user: str, job_id: str | None, smooth: float, logy: bool) -> tuple[list, dict]:
         """Every per-job output, fully refreshed (selection change, button press)."""
         if not job_id:
-            return [gr.Group(visible=False), "", "", charts.empty_figure(text.SELECT_JOB), "", ""] + \
+            return [gr.Group(visible=False), "", "", charts.empty_figure(text.SELECT_JOB), "", "", ""] + \
                    [gr.Button(visible=False) for _ in BUTTONS], {}
         job = api.get_job(user, job_id)
         pts, _ = _points(user, job_id, {})
@@ -187,9 +202,10 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
         new_cache = {"job": job_id, "points": pts, "state": job.state, "step": job.step, "msg": job.message}
         return ([gr.Group(visible=True), job_summary(job), progress_html(job),
                  charts.live_training(pts, smooth, logy), "\n".join(api.job_logs(user, job_id, n=40)),
-                 forms.spec_yaml(job.spec)] + [gr.Button(visible=vis[k]) for k, *_ in BUTTONS], new_cache)
+                 forms.spec_yaml(job.spec), button_help(job.state)] + [gr.Button(visible=vis[k]) for k, *_ in BUTTONS],
+                new_cache)
 
-    panel_outputs = [panel, summary, progress, plot, logs, spec_box] + [btns[k] for k, *_ in BUTTONS]
+    panel_outputs = [panel, summary, progress, plot, logs, spec_box, help_md] + [btns[k] for k, *_ in BUTTONS]
 
     def list_for(user: str, flt_v: str) -> list:
         return api.list_jobs(user, states=FILTERS.get(flt_v), limit=200)
@@ -222,7 +238,8 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
         new_cache.update(points=pts, state=job.state, step=job.step, msg=job.message)
         return out + [gr.skip(), job_summary(job), progress_html(job),
                       charts.live_training(pts, smooth, logy) if got_new or changed else gr.skip(),
-                      "\n".join(api.job_logs(user, job_id, n=40)), gr.skip()] + \
+                      "\n".join(api.job_logs(user, job_id, n=40)), gr.skip(),
+                      button_help(job.state) if job.state != cache_v.get("state") else gr.skip()] + \
             [gr.Button(visible=vis[k]) for k, *_ in BUTTONS] + [new_cache]
 
     tick_outputs = [table, picker, empty] + panel_outputs + [cache]

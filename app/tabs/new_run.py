@@ -132,7 +132,7 @@ def build(ctx: AppContext, nav: Any) -> NewRunTab:
 
     gr.Markdown("Pick a preset or fill in the form. Everything is checked before anything is queued; "
                 "the exact run can be reproduced from the command line.", elem_classes="tab-intro")
-    with gr.Row(equal_height=True):
+    with gr.Row():
         preset = gr.Dropdown(choices=list(presets), value=None, label="Start from a preset", scale=3,
                              info="Fills the whole form; you can still change anything.", elem_id="preset")
         preset_note = gr.Markdown("", elem_classes="preset-note")
@@ -159,11 +159,12 @@ def build(ctx: AppContext, nav: Any) -> NewRunTab:
                 with gr.Group(visible=False) as g:
                     if pf:
                         gr.Markdown(f"**{text.md_escape(m.get('title') or name)} settings**", padding=True)
-                    with gr.Row():
-                        for f in pf:
-                            param_inputs.append(_widget(f, choices))
-                            param_fields.append(f)
-                            param_owner.append(name)
+                    for i in range(0, len(pf), 3):
+                        with gr.Row():
+                            for f in pf[i:i + 3]:
+                                param_inputs.append(_widget(f, choices))
+                                param_fields.append(f)
+                                param_owner.append(name)
                 groups[name] = g
             with gr.Group():
                 with gr.Row():

@@ -28,12 +28,14 @@ def stat_cards_html(results: Mapping[str, Any]) -> str:
         ("Target accuracy", f"{text.pct(before)} → {text.pct(after)}", GLOSSARY["target_acc"], "target"),
         ("Average change on controls", f"{text.points(s['mean'])} points" if s["mean"] is not None else "not measured",
          GLOSSARY["mean_forgetting"], "bad" if (s["mean"] or 0) < -0.0005 else "good"),
-        ("Worst control", f"{worst_title} {text.points(s['worst_delta'])}" if s["worst"] else "—",
+        ("Worst control",
+         (f"{worst_title} {text.points(s['worst_delta'])}" if (s["worst_delta"] or 0) < -0.0005 else "none got worse")
+         if s["worst"] else "—",
          GLOSSARY["worst"], "bad" if (s["worst_delta"] or 0) < -0.0005 else "good"),
         ("Verdict", text.verdict(results), GLOSSARY["delta"], "neutral"),
     ]
     body = "".join(
-        f'<div class="stat-card {kind}" title="{html_escape(tip)}"><div class="stat-label">{html_escape(label)} ⓘ</div>'
+        f'<div class="stat-card {kind}" title="{html_escape(tip)}"><div class="stat-label">{html_escape(label)}<span class="tip" aria-hidden="true">?</span></div>'
         f'<div class="stat-value">{html_escape(value)}</div></div>'
         for label, value, tip, kind in cards
     )
@@ -62,7 +64,7 @@ class ReportTab:
 
 def build(ctx: AppContext, nav: Any) -> ReportTab:
     api = ctx.api
-    with gr.Row(equal_height=True):
+    with gr.Row():
         picker = gr.Dropdown(choices=[], value=None, label="Finished run", scale=4, elem_id="report-picker")
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=100)
     empty = gr.Markdown(text.EMPTY_REPORT, elem_id="report-empty")
@@ -88,7 +90,7 @@ def build(ctx: AppContext, nav: Any) -> ReportTab:
             json_dl = gr.DownloadButton("JSON (results.json)", size="sm", elem_id="dl-json")
             html_dl = gr.DownloadButton("HTML report (works offline)", size="sm", elem_id="dl-html")
             yaml_dl = gr.DownloadButton("Spec (YAML)", size="sm", elem_id="dl-yaml")
-            ckpt_btn = gr.Button("Prepare checkpoint (safetensors)", size="sm", elem_id="ckpt-prepare")
+            ckpt_btn = gr.Button("Prepare checkpoint (safetensors, zipped)", size="sm", elem_id="ckpt-prepare")
             ckpt_dl = gr.DownloadButton("Download checkpoint", size="sm", visible=False, variant="primary",
                                         elem_id="dl-ckpt")
     with gr.Accordion("What do these numbers mean?", open=False, elem_id="glossary"):

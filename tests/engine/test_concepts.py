@@ -136,16 +136,22 @@ def test_rendered_silhouette_is_the_labelled_shape():
                     quadrant=[q for q in range(4) for _ in range(n_shapes)])
     out = R.render(objs, gen)
     drawn = _bright(out.images)
-    ys, xs = torch.meshgrid(torch.arange(R.IMAGE_SIZE) + 0.5, torch.arange(R.IMAGE_SIZE) + 0.5, indexing="ij")
+    grid = torch.arange(R.IMAGE_SIZE, dtype=torch.float32)
+    corners = [(dx, dy) for dx in (0.0, 1.0) for dy in (0.0, 1.0)]
     for i in range(len(objs)):
         (cx, cy), r = out.centres[i, 0], out.radii[i, 0]
-        u, v = (xs - cx) / r, (ys - cy) / r
-        ious = []
+        agreement = []
         for s in range(n_shapes):
-            ideal = R._shape_mask(s, u, v)
-            ious.append(((ideal & drawn[i]).sum() / (ideal | drawn[i]).sum()).item())
+            # pixels wholly inside or wholly outside the ideal shape must be drawn (or not) exactly
+            inside = torch.stack([R._shape_mask(s, (grid[None, :] + dx - cx) / r, (grid[:, None] + dy - cy) / r)
+                                  for dx, dy in corners])
+            whole_in, whole_out = inside.all(0), ~inside.any(0)
+            near = ((grid[None, :] + 0.5 - cx).abs() <= r) & ((grid[:, None] + 0.5 - cy).abs() <= r)
+            sure = (whole_in | whole_out) & near
+            agreement.append((drawn[i][sure] == whole_in[sure]).float().mean().item())
         shape = int(objs.shape[i, 0])
-        assert ious[shape] > 0.85 and max(ious) == ious[shape], (R.SHAPES[shape], ious)
+        assert agreement[shape] == 1.0, (R.SHAPES[shape], agreement)
+        assert sorted(agreement)[-2] < 0.95, (R.SHAPES[shape], agreement)  # the shapes are told apart
 
 
 def test_square_fills_its_corners_and_circle_does_not():

@@ -213,7 +213,7 @@ def test_worker_shutdown_checkpoints_and_requeues_without_using_an_attempt(manua
     v = api.get_job("alice", job_id)
     assert v.state == INTERRUPTED and "shut down" in v.message
     assert v.checkpoint_step == events(job_id, "stopped")[0]["step"]
-    assert open_store(get_settings().db_path).record("alice", job_id)["crashes"] == 0
+    assert open_store(get_settings()).record("alice", job_id)["crashes"] == 0
     assert len(queue.get_huey().pending()) == 1  # re-queued for the next worker
     jobs.reset_shutdown()
     monkeypatch.setenv("FAKE_STEP_S", "0.001")
@@ -226,7 +226,7 @@ def test_running_quota_defers_the_job(manual, monkeypatch):
     monkeypatch.setenv("LDIFS_MAX_RUNNING_PER_USER", "1")
     get_settings.cache_clear()
     first, second = api.submit("alice", spec()), api.submit("alice", spec())
-    store = open_store(get_settings().db_path)
+    store = open_store(get_settings())
     store.claim("alice", first, 0, max_running=1, host="h", worker_pid=1)
     assert jobs.run_job("alice", second, 0) == "deferred"
     assert api.get_job("alice", second).state == QUEUED

@@ -24,7 +24,7 @@ def dead_pid() -> int:
 def running(job_id: str, *, host: str = leases.HOST, worker_pid: int | None = None, heartbeat_age: float = 0.0,
             pid: int | None = None) -> None:
     """Put a queued job into RUNNING as if a worker had claimed it."""
-    store = open_store(get_settings().db_path)
+    store = open_store(get_settings())
     assert store.claim("alice", job_id, 0, max_running=10, host=host, worker_pid=worker_pid or dead_pid()) == "claimed"
     store._con().execute("UPDATE jobs SET heartbeat_at = ?, pid = ?, pgid = ? WHERE id = ?",
                          (time.time() - heartbeat_age, pid, pid, job_id))
@@ -101,7 +101,7 @@ def test_recover_queue_reenqueues_lost_messages_once(manual):
     huey = queue.get_huey()
     huey.flush()
     kept_task = queue.enqueue_run_job("alice", kept, 0)
-    open_store(get_settings().db_path).set_task_id("alice", kept, kept_task)
+    open_store(get_settings()).set_task_id("alice", kept, kept_task)
     assert reaper.recover_queue() == [lost]
     assert sorted(t.args[1] for t in huey.pending()) == sorted([lost, kept])
     assert reaper.recover_queue() == []

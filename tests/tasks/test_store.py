@@ -193,3 +193,10 @@ def test_list_newest_first_with_state_filter_and_limit(store):
 
 def test_the_database_uses_wal(store):
     assert store._con().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_rollback_journal_for_shared_filesystems(tmp_path):
+    s = JobStore(tmp_path / "jobs.sqlite3", journal_mode="delete")
+    assert s._con().execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    with pytest.raises(ValueError):
+        JobStore(tmp_path / "other.sqlite3", journal_mode="memory")

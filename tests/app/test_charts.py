@@ -1,0 +1,151 @@
+"""Results → plotly figures (app/charts.py): data arrays, gaps for missing values, escaped labels."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from app import charts
+
+from .samples import HOSTILE, hostile_results, partial_results, results
+
+
+def _trace(fig, name):
+    return next(t for t in fig.data if t.name == name)
+
+
+def test_dumbbell_rows_and_values():
+    fig = charts.dumbbell(results(), "zs_acc")
+    before, after = _trace(fig, "Before fine-tuning"), _trace(fig, "After fine-tuning")
+    assert list(before.y)[0] == "Quadrant · target"
+    assert list(before.y)[1] == "Colour"  # controls sorted by change, worst first
+    assert before.x[1] == pytest.approx(90.0) and after.x[1] == pytest.approx(79.0)
+    assert after.marker.color[1] == charts.WORSE and after.marker.color[0] == charts.BETTER
+
+
+def test_missing_values_are_gaps_not_zeros():
+    r = partial_results()
+    fig = charts.dumbbell(r, "zs_acc")
+    after = _trace(fig, "After fine-tuning")
+    i = list(after.y).index("Shape")
+    assert after.x[i] is None
+    assert any(a.text == "not measured" for a in fig.layout.annotations)
+    bars = charts.delta_bars(r)
+    j = list(bars.data[0].y).index("Shape")
+    assert bars.data[0].x[j] is None and bars.data[0].x[j] != 0
+    lp = charts.dumbbell(r, "lp_acc")
+    k = list(_trace(lp, "Before fine-tuning").y).index("Size")
+    assert _trace(lp, "Before fine-tuning").x[k] is None
+    cur = charts.curves(r)
+    colour = _trace(cur, "Colour")
+    assert list(colour.y) == [90.0, None, 80.0] and colour.connectgaps is False
+
+
+def test_delta_bars_sorted_and_coloured():
+    fig = charts.delta_bars(results())
+    bar = fig.data[0]
+    xs = list(bar.x)
+    assert xs == sorted(xs)
+    assert xs[0] == pytest.approx(-11.0) and bar.marker.color[0] == charts.WORSE
+    assert bar.marker.color[-1] == charts.BETTER
+
+
+def test_wise_ft_only_when_computed():
+    assert charts.wise_ft(partial_results()) is None
+    fig = charts.wise_ft(results())
+    assert list(fig.data[0].x) == [0.0, 0.5, 1.0]
+    assert list(fig.data[0].y) == pytest.approx([31.0, 90.0, 97.0])
+    assert list(fig.data[1].y) == pytest.approx([0.0, -1.0, -4.2])
+
+
+def test_hostile_strings_are_escaped_in_every_figure():
+    r = hostile_results()
+    for _cap, fig in charts.report_figures(r):
+        blob = fig.to_json()
+        assert "<img" not in blob
+    assert "&lt;img src=x onerror=alert(1)&gt;" in charts.delta_bars(r).to_json()
+    runs = [charts.RunEntry("a" * 8, HOSTILE, r), charts.RunEntry("b" * 8, "ok", results())]
+    for fig in (charts.compare_heatmap(runs), charts.tradeoff_scatter(runs)):
+        assert "<img" not in fig.to_json()
+
+
+def test_report_html_is_self_contained_and_escaped():
+    page = charts.report_html(hostile_results(), HOSTILE)
+    assert page.startswith("<!doctype html>")
+    assert "<img" not in page
+    # plotly.js is inlined (no <script src=…>), so the file opens offline; the library appears once
+    assert "<script src=" not in page and "Plotly.newPlot" in page
+    assert page.count("plotly.js v") <= 2
+
+
+def test_live_training_chart():
+    pts = [{"step": s, "total_steps": 10, "loss": 1.0 / s + 0.1, "task_loss": 1.0 / s, "reg_loss": 0.1, "lr": 1e-4}
+           for s in range(1, 6)]
+    fig = charts.live_training(pts, smoothing=0.0)
+    names = [t.name for t in fig.data]
+    assert {"Total loss", "Task loss", "Regulariser term", "Learning rate"} <= set(names)
+    assert list(_trace(fig, "Task loss").y) == pytest.approx([1.0, 0.5, 1 / 3, 0.25, 0.2])
+    assert fig.layout.xaxis.range == (0, 10)
+    ce = [dict(p, reg_loss=0.0) for p in pts]
+    assert "Regulariser term" not in [t.name for t in charts.live_training(ce).data]
+    assert charts.live_training([]).layout.annotations[0].text.startswith("Waiting")
+
+
+def test_ema_and_downsample():
+    assert charts.ema([1.0, None, 3.0], 0.0) == [1.0, None, 3.0]
+    sm = charts.ema([1.0, 1.0, 1.0], 0.9)
+    assert sm == pytest.approx([1.0, 1.0, 1.0])  # debiased: a constant stays constant
+    pts = [{"step": i} for i in range(1, 10_001)]
+    ds = charts.downsample(pts, 2000)
+    assert len(ds) <= 2001 and ds[-1]["step"] == 10_000 and ds[0]["step"] == 1
+
+
+def test_pareto_front():
+    pts = [(10, -5), (20, -10), (5, -1), (8, -6), (20, -12)]
+    assert charts.pareto_front(pts) == [2, 0, 1]
+    assert charts.pareto_front([(1, 1)]) == [0]
+
+
+def test_compare_heatmap_centred_on_zero_with_gaps():
+    a = charts.RunEntry("run-a", "CE", results(method="ce"))
+    p = partial_results()
+    b = charts.RunEntry("run-b", "LDIFS", p)
+    fig = charts.compare_heatmap([a, b])
+    hm = fig.data[0]
+    assert hm.zmid == 0 and hm.zmin == -hm.zmax
+    cols = list(hm.x)
+    assert hm.z[1][cols.index("Shape")] is None  # not measured → blank, not 0
+    assert hm.z[0][cols.index("Colour")] == pytest.approx(-11.0)
+    assert "★" in hm.text[0][cols.index("Quadrant")]
+
+
+def test_tradeoff_scatter_has_front_and_stable_colours():
+    good = results()
+    bad = results(method="ce")
+    for e in bad["datasets"].values():
+        if e["role"] == "control":
+            e["after"]["zs_acc"] -= 0.1
+    runs = [charts.RunEntry("ldifs1", "LDIFS", good), charts.RunEntry("ce1", "CE", bad)]
+    fig = charts.tradeoff_scatter(runs)
+    dots = [t for t in fig.data if t.mode == "markers+text"]
+    assert len(dots) == 2
+    assert dots[0].y[0] > dots[1].y[0]  # LDIFS forgets less
+    c1 = charts.run_colours(["ldifs1", "ce1"])
+    c2 = charts.run_colours(["ldifs1", "ce1"])
+    assert c1 == c2 and len(set(c1.values())) == 2
+    assert charts.run_colours(["x"] * 1)["x"] == charts.run_colours(["x", "y"])["x"]
+
+
+def test_report_table_rows():
+    rows = charts.report_table(partial_results())
+    shape = next(r for r in rows if r[0] == "Shape")
+    assert shape[3] == "—" and shape[4] == "—"
+    assert rows[0][1] == "target"
+
+
+def test_figures_serialise_to_json():
+    for _cap, fig in charts.report_figures(results()):
+        json.loads(fig.to_json())
+    assert not any(isinstance(v, float) and math.isnan(v) for v in charts.delta_bars(partial_results()).data[0].x
+                   if v is not None)
