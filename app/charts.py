@@ -53,7 +53,9 @@ def _layout(fig: go.Figure, title: str, height: int, **kw: Any) -> go.Figure:
 
 def empty_figure(message: str, height: int = 260) -> go.Figure:
     """A blank chart that says why it is blank (better than an empty box)."""
-    fig = go.Figure()
+    # One invisible point: a figure without traces is drawn by some front-ends as "no plot" at all.
+    fig = go.Figure(go.Scatter(x=[0], y=[0], mode="markers", marker=dict(opacity=0), hoverinfo="skip",
+                               showlegend=False))
     fig.add_annotation(text=html_escape(message), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
                        font=dict(size=14, color=NEUTRAL))
     fig.update_xaxes(visible=False)
@@ -208,7 +210,8 @@ def curves(results: Mapping[str, Any]) -> go.Figure:
             line=dict(color=PALETTE[i % len(PALETTE)], width=3 if is_target else 2, dash="dot" if is_target else None),
             hovertemplate="step %{x}: %{y:.1f} %<extra>" + label + "</extra>",
         ))
-    fig.update_xaxes(title_text="Training step", tickformat=",d")
+    fig.update_xaxes(title_text="Training step")
+    _step_axis(fig, max((s for s in steps if _num(s) is not None), default=None))
     fig.update_yaxes(title_text="Zero-shot accuracy (%)", range=[-2, 102], ticksuffix=" %")
     return _layout(fig, "Accuracy during training", 420)
 
@@ -294,6 +297,7 @@ def live_training(points: Sequence[Mapping[str, Any]], smoothing: float = 0.0, l
     if total:
         fig.update_xaxes(range=[0, total], row=1, col=1)
         fig.update_xaxes(range=[0, total], row=2, col=1)
+    _step_axis(fig, total or max(steps))
     fig.update_xaxes(title_text="Training step", row=2, col=1)
     fig.update_yaxes(title_text="loss", type="log" if log_y else "linear", row=1, col=1)
     fig.update_yaxes(title_text="LR", exponentformat="e", row=2, col=1)
@@ -424,9 +428,23 @@ def tradeoff_scatter(runs: Sequence[RunEntry]) -> go.Figure:
         ))
     fig.add_hline(y=0, line_color="#888", line_width=1, annotation_text="no forgetting",
                   annotation_position="bottom right")
-    fig.update_xaxes(title_text="Gain on the target (points) → better")
-    fig.update_yaxes(title_text="Average change on control datasets (points) → less forgetting")
-    return _layout(fig, "Gain vs forgetting", 460)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts] + [0.0]
+    fig.update_xaxes(title_text="Gain on the target (points) — further right is better", range=_padded(xs, 0.2))
+    fig.update_yaxes(title_text="Change on controls (points)", range=_padded(ys, 0.25))
+    return _layout(fig, "Gain vs forgetting (higher = forgot less)", 460, margin=dict(l=60, r=30, t=70, b=50))
+
+
+def _padded(values: Sequence[float], frac: float) -> list[float]:
+    """An axis range around ``values`` with room for the dots' labels."""
+    lo, hi = min(values), max(values)
+    pad = max((hi - lo) * frac, 1.0)
+    return [lo - pad, hi + pad]
+
+
+def _step_axis(fig: go.Figure, max_step: int | None, **where: Any) -> None:
+    """Whole-number step ticks (no '0.5 steps' on short runs)."""
+    if max_step is not None and max_step <= 10:
+        fig.update_xaxes(tick0=0, dtick=1, **where)
 
 
 # ---- the report table and the self-contained HTML report ------------------------------------------

@@ -301,8 +301,8 @@ def flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in spec.items():
         path = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, path + "."))
+        if isinstance(v, Mapping):
+            out.update(flatten(v, path + "."))  # an empty mapping (a method without params) adds nothing
         else:
             out[path] = v
     return out

@@ -6,6 +6,7 @@ Hugging Face OAuth on Spaces; ``launch_kwargs`` refuses to start public without 
 """
 from __future__ import annotations
 
+import getpass
 import hashlib
 import hmac
 import ipaddress
@@ -237,12 +238,24 @@ def _default_api() -> Any:
     return api
 
 
+def local_user() -> str:
+    """Who owns jobs when auth is off: ``LDIFS_LOCAL_USER``, else the OS user (as ``ldifs submit`` does),
+    so jobs submitted from the command line show up in the browser."""
+    name = os.environ.get("LDIFS_LOCAL_USER")
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 — no passwd entry (some containers)
+        return "local"
+
+
 def build_app(api: Any = None, *, auth: str = "none", poll_s: float = 2.0, default_user: str | None = None) -> gr.Blocks:
     """The Blocks app. ``api`` defaults to ``tasks.api``; ``auth`` is "none", "password" or "oauth"."""
     if auth not in ("none", "password", "oauth"):
         raise SpecError(f"auth: {auth!r} is not one of none, password, oauth")
     ctx = AppContext(api=api or _default_api(), auth_mode=auth, poll_s=poll_s,
-                     default_user=default_user or os.environ.get("LDIFS_LOCAL_USER") or "local")
+                     default_user=default_user or local_user())
     with gr.Blocks(title=text.APP_TITLE, analytics_enabled=False, delete_cache=(3600, 86400),
                    fill_width=False) as demo:
         with gr.Row(elem_id="app-header", equal_height=True):

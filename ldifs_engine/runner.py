@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from . import __version__
 from .backbones import frozen_copy, get_tokenizer, load_backbone, preprocess_cfg, weights_fingerprint
 from .cache import ByteCache, DirCache, NullCache
-from .checkpoint import atomic_write_json, save_tensors_atomic
+from .checkpoint import atomic_write_json, latest_checkpoint, save_tensors_atomic
 from .data import DataContext, resolve_dataset
 from .data.splits import seeded_split
-from .errors import DatasetUnavailable, LdifsError, SpecError
+from .errors import Cancelled, DatasetUnavailable, LdifsError
 from .evaluate import EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model, subset_indices, zs_metrics
 from .events import EventSink
 from .heads import ZS_SCALE, fit_linear_probe, zero_shot_weights, zs_head
@@ -167,7 +167,11 @@ def run(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: Event
         pre = Preprocessor(preprocess_cfg(model))
         data = prepare_data(spec, ctx)
         n_steps = total_steps(spec, len(data.train_idx))
-        sink.emit("start", total_steps=n_steps, resumed_from=None, pid=os.getpid(), device=str(device))
+        resumed_from = None
+        if resume:
+            last = latest_checkpoint(workdir / "checkpoints")
+            resumed_from = int(last.name.split("-")[1]) if last is not None else None
+        sink.emit("start", total_steps=n_steps, resumed_from=resumed_from, pid=os.getpid(), device=str(device))
         if spec.optim.warmup_steps >= n_steps:
             sink.log(f"warm-up ({spec.optim.warmup_steps}) is not shorter than the run ({n_steps} steps): "
                      "the learning rate never reaches its peak", level="warning")
@@ -333,6 +337,8 @@ def run(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: Event
         sink.emit("phase", phase="done", message="finished")
         sink.emit("done", results="results.json")
         return results
+    except Cancelled:
+        raise  # the trainer already emitted "stopped"; a stop is not an error
     except LdifsError as e:
         sink.emit("error", kind=type(e).__name__, message=str(e))
         raise

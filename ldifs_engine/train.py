@@ -234,7 +234,8 @@ class Trainer:
         while self.step < self.cfg.total_steps:
             if self.should_stop():
                 path = self.save()
-                self.sink.emit("stopped", step=self.step, checkpoint=str(path) if path else None)
+                rel = str(path.relative_to(self.ckpt_root.parent)) if path else None
+                self.sink.emit("stopped", step=self.step, checkpoint=rel)
                 raise Cancelled(f"stopped at step {self.step} on request; resume continues from there")
             t0 = time.perf_counter()
             task, reg, lr = self._update_with_backoff(self.step)

@@ -24,15 +24,57 @@ from . import queue
 from .events import event_log, format_event
 from .jobs import latest_checkpoint, stderr_tail, write_spec
 from .settings import Settings, get_settings
-from .store import (CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, STATES, InvalidState, JobNotFound,
-                    JobStore, JobView, QuotaExceeded, open_store)
+from .store import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    STATES,
+    InvalidState,
+    JobNotFound,
+    JobStore,
+    JobView,
+    QuotaExceeded,
+    open_store,
+)
 
 __all__ = [
-    "submit", "submit_many", "list_jobs", "get_job", "cancel", "resume", "job_metrics", "job_events", "job_logs",
-    "get_results", "export_artifact", "status_dict", "catalog_backbones", "catalog_methods", "catalog_datasets",
-    "validate_spec", "import_dataset", "list_user_datasets", "show_dataset", "update_dataset",
-    "JobView", "STATES", "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED", "INTERRUPTED",
-    "LdifsError", "SpecError", "JobNotFound", "QuotaExceeded", "InvalidState", "InvalidUpload",
+    "CANCELLED",
+    "DONE",
+    "FAILED",
+    "INTERRUPTED",
+    "QUEUED",
+    "RUNNING",
+    "STATES",
+    "InvalidState",
+    "InvalidUpload",
+    "JobNotFound",
+    "JobView",
+    "LdifsError",
+    "QuotaExceeded",
+    "SpecError",
+    "cancel",
+    "catalog_backbones",
+    "catalog_datasets",
+    "catalog_methods",
+    "export_artifact",
+    "get_job",
+    "get_results",
+    "import_dataset",
+    "job_events",
+    "job_logs",
+    "job_metrics",
+    "list_jobs",
+    "list_user_datasets",
+    "resume",
+    "show_dataset",
+    "status_dict",
+    "submit",
+    "submit_many",
+    "update_dataset",
+    "validate_spec",
 ]
 
 EXPORT_KINDS = ("checkpoint", "results", "csv", "html", "yaml")
@@ -125,7 +167,7 @@ def get_job(user: str, job_id: str) -> JobView:
 def cancel(user: str, job_id: str, mode: str = "stop") -> JobView:
     """Queued → CANCELLED at once. Running → the engine checkpoints at the next step and the job becomes
     CANCELLED (resumable); ``mode="kill"`` ends its process group after ``kill_grace_s``."""
-    settings, store = _ctx()
+    store = _ctx()[1]
     view, was_waiting = store.request_cancel(_user(user), job_id, mode)
     rec = store.record(user, job_id)
     if was_waiting:
@@ -173,7 +215,7 @@ def job_metrics(user: str, job_id: str, *, after_step: int = 0) -> list[dict]:
 
 def job_logs(user: str, job_id: str, n: int = 40) -> list[str]:
     """The last ``n`` human log lines; for a failed job, the engine's last output lines follow."""
-    settings, store = _ctx()
+    store = _ctx()[1]
     rec = store.record(_user(user), job_id)
     lines = [line for e in event_log(rec["run_dir"]).events() if (line := format_event(e))]
     if not lines:

@@ -13,6 +13,7 @@ interface, so either can be handed to code that expects the other.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -130,10 +131,8 @@ class FeatureCache:
 
     def _rebuild(self, err: Exception) -> None:
         with self._lock:
-            try:
+            with contextlib.suppress(sqlite3.Error, OSError):
                 self._cache.close()
-            except Exception:
-                pass
             self._move_aside(err)
             self._cache = self._make()
 
@@ -183,7 +182,8 @@ class FeatureCache:
 
         try:
             return tensors_from_bytes(raw)
-        except Exception:
+        except Exception as e:  # noqa: BLE001 — any undecodable blob is a miss (safetensors raises its own type)
+            log.warning("dropping an undecodable cache entry %s (%s)", key, e)
             self._call("delete", key)
             return None
 

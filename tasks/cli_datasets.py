@@ -27,7 +27,8 @@ def _print_json(obj: object) -> None:
 
 def _print_report(r: dict) -> None:
     print(f"Imported {r['name']!r} as {r['key']}")
-    print(f"  layout: {r['layout']}" + (f" (unwrapped top folder {r['unwrapped_folder']!r})" if r.get("unwrapped_folder") else ""))
+    wrapper = f" (unwrapped top folder {r['unwrapped_folder']!r})" if r.get("unwrapped_folder") else ""
+    print(f"  layout: {r['layout']}{wrapper}")
     print(f"  {r['accepted']} images in {r['num_classes']} classes, {r['bytes_written']:,} bytes stored")
     width = max((len(c["name"]) for c in r["classes"]), default=5)
     print(f"  {'class'.ljust(width)}  {'images':>6}  {'train':>5}  {'test':>5}")

@@ -11,8 +11,9 @@ import getpass
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ldifs_engine.errors import LdifsError, SpecError
 

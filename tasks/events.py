@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+STOP_KIND = "Cancelled"  # ldifs_engine.errors.Cancelled: the engine stopped on request (exit 3)
+
 
 def read_new(path: str | Path, offset: int = 0, *, final: bool = False) -> tuple[list[dict], int]:
     """Events from byte ``offset`` to the last complete line, and the offset after it.
@@ -93,6 +95,8 @@ def format_event(ev: dict) -> str | None:
                 f"x {ev.get('accum')} accumulation steps" + (f" ({ev['message']})" if ev.get("message") else ""))
     elif kind == "stopped":
         text = f"stopped at step {ev.get('step')}, checkpoint {ev.get('checkpoint')}"
+    elif kind == "error" and ev.get("kind") == STOP_KIND:
+        text = f"stop: {ev.get('message', '')}"
     elif kind == "error":
         text = f"error ({ev.get('kind', 'Error')}): {ev.get('message', '')}"
     elif kind == "done":
@@ -121,7 +125,7 @@ class Progress:
     _first: tuple[float, int] | None = None  # (time, step) of this attempt's first step event
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any], tail_lines: int = 40) -> "Progress":
+    def from_record(cls, rec: dict[str, Any], tail_lines: int = 40) -> Progress:
         return cls(log_tail=list(rec.get("log_tail") or []), backoffs=list(rec.get("backoffs") or []),
                    checkpoint_step=rec.get("checkpoint_step"), tail_lines=tail_lines)
 
@@ -147,6 +151,8 @@ class Progress:
                 self.stopped = ev
                 self.checkpoint_step = _int(ev.get("step"), self.checkpoint_step) if ev.get("checkpoint") else \
                     self.checkpoint_step
+            elif kind == "error" and ev.get("kind") == STOP_KIND:
+                self.stopped = self.stopped or ev  # a requested stop, reported as the Cancelled error
             elif kind == "error":
                 self.error = ev
             elif kind == "done":

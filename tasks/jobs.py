@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -198,7 +199,8 @@ class _Attempt:
             with _supervising(self.job_id):  # before the claim, so the reaper never sees it unwatched
                 claimed = self.store.claim(self.owner, self.job_id, self.attempt,
                                            max_running=self.settings.max_running_per_user,
-                                           host=leases.HOST, worker_pid=os.getpid())
+                                           host=leases.HOST, worker_pid=os.getpid(),
+                                           worker_start=leases.process_start(os.getpid()))
                 if claimed == "quota":
                     follow_up = ("delay", rec["priority"])
                     outcome = "deferred"
@@ -270,9 +272,20 @@ class _Attempt:
         s = self.settings
         rec = self.store.record(self.owner, self.job_id)
         progress = Progress.from_record(rec, s.log_tail_lines)
-        reason: str | None = None  # why we asked it to stop: user | shutdown | stall
-        kill_at: float | None = None
+        reason: str | None = None  # why it is being stopped: user | shutdown | stall | lost
+        kill_at: float | None = None  # SIGKILL the group at this monotonic time
+        signalled = killed = False
+        shutdown_at: float | None = None
         last_event = time.monotonic()
+
+        def ask_stop(why: str, deadline: float | None) -> None:
+            nonlocal reason, kill_at, signalled
+            reason = why
+            request_stop(run_dir, proc.pid, signal_child=not signalled)  # one SIGINT only: a second aborts
+            signalled = True
+            if deadline is not None:
+                kill_at = deadline if kill_at is None else min(kill_at, deadline)
+
         while True:
             try:
                 code = proc.wait(timeout=s.poll_s)
@@ -283,36 +296,37 @@ class _Attempt:
             events, offset = read_new(events_path, offset)
             if progress.apply(events):
                 last_event = now
-                self.store.progress(self.owner, self.job_id, self.run, heartbeat_at=time.time(),
-                                    events_offset=offset, **progress.fields())
+                owned = self.store.progress(self.owner, self.job_id, self.run, heartbeat_at=time.time(),
+                                            events_offset=offset, **progress.fields())
+                if not owned and reason != "lost":  # the reaper of another host took the job over
+                    log.warning("job %s: no longer ours (attempt %d); stopping the engine", self.job_id, self.run)
+                    ask_stop("lost", now + s.kill_grace_s)
             mode = self.store.cancel_mode(self.owner, self.job_id)
-            if mode and reason != "user":
-                reason = "user"
-                request_stop(run_dir, proc.pid)
-                kill_at = None
-            if mode == "kill" and kill_at is None:
+            if mode and reason not in ("user", "lost"):
+                ask_stop("user", None)
+            if mode == "kill" and reason == "user" and kill_at is None:
                 kill_at = now + s.kill_grace_s
-            if SHUTDOWN.is_set() and reason is None:
-                reason = "shutdown"
-                request_stop(run_dir, proc.pid)
-                kill_at = now + s.stop_timeout_s
-            if reason == "shutdown" and _SHUTDOWN_FAST.is_set():
-                kill_at = min(kill_at or now + s.kill_grace_s, now + s.kill_grace_s)
+            if SHUTDOWN.is_set():
+                shutdown_at = now if shutdown_at is None else shutdown_at
+                if reason is None:
+                    ask_stop("shutdown", None)
+                limit = s.kill_grace_s if _SHUTDOWN_FAST.is_set() else s.stop_timeout_s
+                kill_at = min(math.inf if kill_at is None else kill_at, shutdown_at + limit)
             if reason is None and now - last_event > s.heartbeat_stale_s:
-                reason = "stall"
                 log.warning("job %s: no event for %.0f s; stopping the engine", self.job_id, now - last_event)
-                request_stop(run_dir, proc.pid)
-                kill_at = now + s.kill_grace_s
-            if kill_at is not None and now >= kill_at:
+                ask_stop("stall", now + s.kill_grace_s)
+            if kill_at is not None and now >= kill_at and not killed:
                 _killpg(proc.pid, signal.SIGKILL)
-                kill_at = float("inf")
+                killed = True
         _killpg(proc.pid, signal.SIGKILL)  # anything the engine left behind in its group
         events, offset = read_new(events_path, offset, final=True)
         progress.apply(events)
         with contextlib.suppress(FileNotFoundError):
             (run_dir / "STOP").unlink()
-        if reason != "user" and self.store.cancel_mode(self.owner, self.job_id):
+        if reason not in ("user", "lost") and self.store.cancel_mode(self.owner, self.job_id):
             reason = "user"
+        if reason == "lost":
+            return "lost"
         return self._conclude(code, reason, progress, run_dir, offset)
 
     def _conclude(self, code: int, reason: str | None, progress: Progress, run_dir: Path, offset: int) -> str:

@@ -18,6 +18,15 @@ from .settings import Settings
 HOST = socket.gethostname()
 
 
+def process_start(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, Linux): tells a live process from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 @dataclass
 class Lease:
     slot: str

@@ -6,6 +6,7 @@ Redis-backed huey with priorities so several machines can share one queue. Messa
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -29,8 +30,8 @@ def make_huey(settings: Settings, *, immediate: bool = False) -> Huey:
         kwargs["serializer"] = SignedSerializer(secret=settings.queue_secret, salt="ldifs-studio")
     if settings.queue_url:
         try:
-            from huey import PriorityRedisHuey
             import redis  # noqa: F401 — imported here so a SQLite deployment does not need it
+            from huey import PriorityRedisHuey
         except ImportError:
             from ldifs_engine.errors import SpecError
 
@@ -103,8 +104,8 @@ def queued_task_ids() -> set[str]:
     for getter in (huey.pending, huey.scheduled):
         try:
             ids.update(t.id for t in getter())
-        except Exception:  # an undecodable message must not stop recovery of the others
-            continue
+        except Exception as e:  # noqa: BLE001 — an undecodable message must not stop recovery of the others
+            logging.getLogger("ldifs.queue").warning("could not read the queue (%s)", e)
     return ids
 
 

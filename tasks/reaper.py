@@ -56,14 +56,15 @@ def reap_once(settings: Settings | None = None, store: JobStore | None = None) -
     settings = settings or get_settings()
     store = store or open_store(settings)
     now = time.time()
-    mine = jobs.active_ids()
+    records = store.running_all()
+    mine = jobs.active_ids()  # after the query: a worker marks a job active before it claims it
     recovered = []
-    for rec in store.running_all():
+    for rec in records:
         if rec["id"] in mine:
             continue
         same_host = rec["host"] == leases.HOST
         if same_host:
-            if rec["worker_pid"] != os.getpid() and pid_alive(rec["worker_pid"]):
+            if rec["worker_pid"] != os.getpid() and _worker_alive(rec):
                 continue  # a live worker watches its own engine
         elif rec["heartbeat_at"] is not None and now - rec["heartbeat_at"] <= settings.heartbeat_stale_s:
             continue
@@ -73,6 +74,13 @@ def reap_once(settings: Settings | None = None, store: JobStore | None = None) -
         except Exception:
             log.exception("could not recover job %s", rec["id"])
     return recovered
+
+
+def _worker_alive(rec: dict[str, Any]) -> bool:
+    if not pid_alive(rec["worker_pid"]):
+        return False
+    started = leases.process_start(rec["worker_pid"])
+    return rec["worker_start"] is None or started is None or started == rec["worker_start"]
 
 
 def _recover(settings: Settings, store: JobStore, rec: dict[str, Any], same_host: bool) -> None:
@@ -151,7 +159,7 @@ class Reaper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ldifs-reaper", daemon=True)
 
-    def start(self) -> "Reaper":
+    def start(self) -> Reaper:
         self._thread.start()
         return self
 

@@ -125,7 +125,7 @@ class Settings:
         """The command that runs the engine, before ``run --spec … --workdir …``."""
         return list(self.engine_cmd) or [sys.executable, "-m", "ldifs_engine"]
 
-    def ensure_dirs(self) -> "Settings":
+    def ensure_dirs(self) -> Settings:
         """Create the data folders with owner-only permissions."""
         for p in (self.home, self.runs_dir, self.datasets_dir, self.uploads_dir, self.cache_dir,
                   self.exports_dir, self.models_dir, self.locks_dir):

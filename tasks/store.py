@@ -124,6 +124,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   task_id TEXT,
   host TEXT,
   worker_pid INTEGER,
+  worker_start INTEGER,
   pid INTEGER,
   pgid INTEGER,
   events_offset INTEGER NOT NULL DEFAULT 0,
@@ -245,7 +246,8 @@ class JobStore:
     def set_task_id(self, owner: str, job_id: str, task_id: str | None) -> None:
         self._con().execute("UPDATE jobs SET task_id = ? WHERE id = ? AND owner = ?", (task_id, job_id, owner))
 
-    def claim(self, owner: str, job_id: str, attempts: int, *, max_running: int, host: str, worker_pid: int) -> str:
+    def claim(self, owner: str, job_id: str, attempts: int, *, max_running: int, host: str, worker_pid: int,
+              worker_start: int | None = None) -> str:
         """QUEUED/INTERRUPTED at ``attempts`` → RUNNING at ``attempts + 1``.
 
         Returns ``"claimed"``, ``"quota"`` (the owner already runs ``max_running`` jobs; try later) or
@@ -261,10 +263,11 @@ class JobStore:
                 return "quota"
             cur = con.execute(
                 "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = COALESCE(started_at, ?),"
-                " finished_at = NULL, heartbeat_at = ?, host = ?, worker_pid = ?, pid = NULL, pgid = NULL,"
+                " finished_at = NULL, heartbeat_at = ?, host = ?, worker_pid = ?, worker_start = ?, pid = NULL, pgid = NULL,"
                 " exit_code = NULL, eta_s = NULL, samples_per_s = NULL, phase = 'starting', message = ?"
                 f" WHERE id = ? AND owner = ? AND state IN ({_qs(PENDING)}) AND attempts = ? AND cancel_mode IS NULL",
-                (RUNNING, now, now, host, worker_pid, "Starting the engine.", job_id, owner, *PENDING, attempts),
+                (RUNNING, now, now, host, worker_pid, worker_start, "Starting the engine.", job_id, owner, *PENDING,
+                 attempts),
             )
             return "claimed" if cur.rowcount == 1 else "lost"
 
@@ -464,7 +467,7 @@ _STORES: dict[Path, JobStore] = {}
 _STORES_LOCK = threading.Lock()
 
 
-def open_store(where: "Settings | str | Path") -> JobStore:
+def open_store(where: Settings | str | Path) -> JobStore:
     """The process-wide store of ``settings`` (its ``db_path`` and journal mode) or of a database path."""
     from .settings import Settings
 

@@ -35,19 +35,10 @@ from ldifs_engine.data.templates import (
     id_like_warnings,
     normalize_classname,
 )
-from ldifs_engine.errors import DatasetUnavailable, LdifsError, SpecError
+from ldifs_engine.errors import DatasetUnavailable, SpecError
 
 from .settings import Settings, get_settings
-
-try:
-    from ldifs_engine.errors import QuotaExceeded
-except ImportError:  # until ldifs_engine.errors defines it (see CONTRACTS §4)
-
-    class QuotaExceeded(LdifsError):  # type: ignore[no-redef]
-        """A per-user limit (storage, concurrent uploads) would be exceeded."""
-
-        exit_code = 2
-
+from .store import QuotaExceeded
 
 MAX_NAME_CHARS = 100
 PREVIEW_PER_CLASS = 6
@@ -193,10 +184,10 @@ def import_dataset(user: str, zip_path: str | os.PathLike, name: str | None = No
 def _summary(m: Manifest) -> dict:
     counts = m.split_counts()
     return {
-        "key": m.key, "name": m.name, "source": "upload", "num_classes": len(m.classnames),
+        "key": m.key, "name": m.name, "title": m.name, "source": "upload", "num_classes": len(m.classnames),
         "classnames": list(m.classnames), "templates": list(m.templates), "num_images": len(m.files),
         "splits": counts, "bytes": m.bytes, "created_at": m.created_at, "updated_at": m.updated_at,
-        "warnings": id_like_warnings(m.classnames),
+        "warnings": id_like_warnings(m.classnames), "tags": ["upload"],
     }
 
 

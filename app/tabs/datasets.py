@@ -11,68 +11,73 @@ from .. import text
 from ..context import AppContext, user_errors
 
 PRIVATE = dict(api_visibility="private")
-TABLE_HEADERS = ["Dataset", "Classes", "Source", "Available", "Key"]
-MAX_PREVIEW = 48
+TABLE_HEADERS = ["Dataset", "Classes", "Source", "On this server", "Key"]
 
 
 def catalog_rows(datasets: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    return [[str(d.get("title") or d["key"]), str(d.get("num_classes", "")), str(d.get("source", "")),
-             "yes" if d.get("available", True) else "no — " + str(d.get("how_to_get") or "missing"), str(d["key"])]
-            for d in datasets]
+    """Rows of the catalog table (plain text cells)."""
+    def available(d: Mapping[str, Any]) -> str:
+        if d.get("source") in ("builtin", "upload") or d.get("available") is True:
+            return "yes"
+        return "no — see details" if d.get("available") is False else "check details"
+
+    return [[str(d.get("title") or d.get("name") or d["key"]), str(d.get("num_classes", "")), str(d.get("source", "")),
+             available(d), str(d["key"])] for d in datasets]
 
 
 def ingestion_markdown(report: Mapping[str, Any]) -> str:
-    """The upload's ingestion report: what was kept, skipped and why (names escaped)."""
-    title = text.md_escape(report.get("title") or report.get("name") or report.get("key") or "dataset")
-    n_img = report.get("images", report.get("num_images", "?"))
-    n_cls = report.get("classes", report.get("num_classes", "?"))
-    if isinstance(n_cls, (list, tuple)):
-        n_cls = len(n_cls)
+    """The upload's ingestion report: what was kept, what was skipped and why (names escaped)."""
+    title = text.md_escape(report.get("name") or report.get("title") or report.get("key") or "dataset")
+    classes = report.get("classes") or []
+    n_cls = report.get("num_classes", len(classes) if isinstance(classes, list) else classes)
+    n_img = report.get("accepted", report.get("images", "?"))
     lines = [f"✓ **Imported {title}**: {n_img} images in {n_cls} classes.",
-             f"Use it as `{text.md_escape(report.get('key', ''))}` in New run (it is in the dataset lists now)."]
-    counts = report.get("counts") or report.get("class_counts") or {}
-    if counts:
-        lines.append("")
-        lines.append("| Class | Images |\n|---|---|")
-        lines += [f"| {text.md_escape(k)} | {v} |" for k, v in list(counts.items())[:100]]
-    skipped = report.get("skipped") or report.get("quarantined") or []
+             f"It is now in the dataset lists of **New run** (key `{text.md_escape(report.get('key', ''))}`)."]
+    if isinstance(classes, list) and classes:
+        lines += ["", "| Class | Images | train / test |", "|---|---|---|"]
+        for c in classes[:200]:
+            lines.append(f"| {text.md_escape(c.get('name', '?'))} | {c.get('count', '?')} | "
+                         f"{c.get('train', '?')} / {c.get('test', '?')} |")
+    skipped = report.get("quarantined") or report.get("skipped") or []
     if skipped:
-        lines.append(f"\n⚠ **{len(skipped)} files skipped:**")
-        for s in skipped[:20]:
-            if isinstance(s, Mapping):
-                lines.append(f"- {text.md_escape(s.get('name') or s.get('file') or '?')}: {text.md_escape(s.get('reason', ''))}")
+        lines.append(f"\n⚠ **{len(skipped)} file{'s' if len(skipped) != 1 else ''} skipped:**")
+        for q in skipped[:20]:
+            if isinstance(q, Mapping):
+                lines.append(f"- `{text.md_escape(q.get('member') or q.get('name') or '?')}`: "
+                             f"{text.md_escape(q.get('reason', ''))}")
             else:
-                lines.append(f"- {text.md_escape(s)}")
+                lines.append(f"- {text.md_escape(q)}")
         if len(skipped) > 20:
             lines.append(f"- … and {len(skipped) - 20} more")
     for w in report.get("warnings") or []:
-        lines.append(f"\n⚠ {text.md_escape(w)}")
+        if "skipped" not in str(w):
+            lines.append(f"\n⚠ {text.md_escape(w)}")
+    quota = report.get("quota") or {}
+    if quota.get("quota_bytes"):
+        lines.append(f"\nStorage: {quota.get('used_bytes', 0) / 1e6:,.1f} MB of "
+                     f"{quota['quota_bytes'] / 1e6:,.0f} MB used.")
     return "\n".join(lines)
 
 
 def detail_markdown(d: Mapping[str, Any]) -> str:
-    lines = [f"### {text.md_escape(d.get('title') or d.get('key'))}",
+    """Title, source, classes with counts, warnings; or how to get a dataset that is missing."""
+    lines = [f"### {text.md_escape(d.get('title') or d.get('name') or d.get('key'))}",
              f"`{text.md_escape(d.get('key', ''))}` · {text.md_escape(d.get('source', ''))} · "
              f"{d.get('num_classes', len(d.get('classnames') or []))} classes"]
     if d.get("description"):
         lines.append(text.md_escape(d["description"]))
-    if d.get("available") is False and d.get("how_to_get"):
-        lines.append(f"⚠ Not on this server yet: {text.md_escape(d['how_to_get'])}")
-    splits = d.get("splits") or {}
-    if splits:
-        lines.append("Images: " + ", ".join(f"{text.md_escape(k)} {v}" for k, v in splits.items()))
+    if d.get("available") is False:
+        lines.append(f"⚠ Not on this server yet. {text.md_escape(d.get('message') or d.get('how_to_get') or '')}")
+    classes = d.get("classes") or []
+    if classes:
+        rows = ["| # | Class | Images |", "|---|---|---|"]
+        for c in classes[:200]:
+            n = c.get("count", c.get("test", "?"))
+            rows.append(f"| {c.get('index', '')} | {text.md_escape(c.get('name', '?'))} | {n} |")
+        lines.append("\n".join(rows))
+    for w in d.get("warnings") or []:
+        lines.append(f"⚠ {text.md_escape(w)}")
     return "\n\n".join(lines)
-
-
-def preview_items(d: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(image path, caption) pairs the service layer offers for a preview grid."""
-    out = []
-    for s in (d.get("preview") or d.get("samples") or [])[:MAX_PREVIEW]:
-        if isinstance(s, Mapping) and s.get("path"):
-            out.append((str(s["path"]), str(s.get("label") or s.get("class") or "")))
-        elif isinstance(s, (list, tuple)) and len(s) == 2:
-            out.append((str(s[0]), str(s[1])))
-    return out
 
 
 def is_upload(key: str | None) -> bool:
@@ -93,7 +98,7 @@ def build(ctx: AppContext, nav: Any) -> DatasetsTab:
     with gr.Row():
         with gr.Column(scale=2):
             upload = gr.File(label="Dataset zip", file_types=[".zip"], file_count="single", elem_id="ds-upload")
-            name = gr.Textbox(label="Name", max_lines=1, placeholder="e.g. My cats and dogs",
+            name = gr.Textbox(label="Name", max_lines=1, placeholder="e.g. My cats and dogs", elem_id="ds-name",
                               info="How the dataset is called in the lists (free text).")
             import_btn = gr.Button("Import", variant="primary", elem_id="ds-import")
             report = gr.Markdown(elem_id="ds-report")
@@ -103,7 +108,9 @@ def build(ctx: AppContext, nav: Any) -> DatasetsTab:
             picker = gr.Dropdown(choices=[], value=None, label="Show dataset", elem_id="ds-picker")
     with gr.Column(visible=False) as detail_col:
         detail = gr.Markdown()
-        gallery = gr.Gallery(label="Preview", columns=8, height=260, visible=False, elem_id="ds-gallery")
+        # The grid is rendered by the service layer into the export folder (a server-made path).
+        preview = gr.Image(label="Preview (a few images per class)", visible=False, interactive=False, type="filepath",
+                           elem_id="ds-preview", buttons=["download", "fullscreen"])
         with gr.Row():
             classes = gr.Textbox(label="Class names (one per line)", lines=8,
                                  info="Used in the prompts: 'a photo of a {class}'. Order = label order.")
@@ -114,8 +121,10 @@ def build(ctx: AppContext, nav: Any) -> DatasetsTab:
 
     def _rows_and_choices(user: str, keep: str | None) -> list:
         ds = api.catalog_datasets(user)
+        ds = sorted(ds, key=lambda d: not is_upload(d["key"]))  # the user's own uploads first
         keys = [str(d["key"]) for d in ds]
-        ch = [(f"{d.get('title') or d['key']}" + (" — your upload" if is_upload(d["key"]) else ""), str(d["key"])) for d in ds]
+        ch = [(str(d.get("title") or d.get("name") or d["key"]) + (" — your upload" if is_upload(d["key"]) else ""),
+               str(d["key"])) for d in ds]
         return [catalog_rows(ds), gr.Dropdown(choices=ch, value=keep if keep in keys else None)]
 
     @user_errors
@@ -126,16 +135,16 @@ def build(ctx: AppContext, nav: Any) -> DatasetsTab:
         # ``file`` is Gradio's own upload copy (a server path in its cache), never a user-typed string.
         rep = api.import_dataset(user, file, name=(name_v or "").strip() or None)
         gr.Info("Dataset imported.")
-        return [ingestion_markdown(rep)] + _rows_and_choices(user, rep.get("key")) + [None]
+        return [ingestion_markdown(rep)] + _rows_and_choices(user, rep.get("key")) + [None]  # shows the new upload
 
     @user_errors
     def on_show(key: str | None, request: gr.Request) -> list:
         if not key:
             return [gr.Column(visible=False)] + [gr.skip()] * 5
         d = api.show_dataset(ctx.user(request), key)
-        items = preview_items(d)
+        png = d.get("preview_png")
         editable = is_upload(key)
-        return [gr.Column(visible=True), detail_markdown(d), gr.Gallery(value=items or None, visible=bool(items)),
+        return [gr.Column(visible=True), detail_markdown(d), gr.Image(value=png, visible=bool(png)),
                 gr.Textbox(value="\n".join(d.get("classnames") or []), interactive=editable),
                 gr.Textbox(value="\n".join(d.get("templates") or []), interactive=editable),
                 gr.Button(visible=editable)]
@@ -163,7 +172,7 @@ def build(ctx: AppContext, nav: Any) -> DatasetsTab:
 
     import_btn.click(on_import, [upload, name], [report, table, picker, upload], api_name="ds_import",
                      concurrency_limit=2, **PRIVATE)
-    picker.change(on_show, picker, [detail_col, detail, gallery, classes, templates, save], api_name="ds_show",
+    picker.change(on_show, picker, [detail_col, detail, preview, classes, templates, save], api_name="ds_show",
                   **PRIVATE)
     save.click(on_save, [picker, classes, templates], save_note, api_name="ds_save", **PRIVATE)
     table.select(on_row, table, picker, api_name="ds_row", **PRIVATE)

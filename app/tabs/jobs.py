@@ -41,7 +41,7 @@ def jobs_table(jobs: Sequence[Any]) -> list[list[str]]:
         eta = text.duration(j.eta_s) if j.state == "RUNNING" else "—"
         prog = text.progress_bar(j.step, j.total_steps) if j.state != "QUEUED" else "waiting"
         rows.append([str(j.title), text.state_badge(j.state), prog, eta, str(j.method), str(j.target),
-                     _when(j.created_at), str(j.id)])
+                     _when(j.created_at), str(j.id)[:8]])
     return rows
 
 
@@ -102,7 +102,8 @@ def job_summary(job: Any) -> str:
     if job.state == "RUNNING" and getattr(job, "cancel_requested", None):
         lines.append("⚠ Stop requested: the run is saving a checkpoint and will stop shortly."
                      if job.cancel_requested == "stop" else "⚠ Kill requested.")
-    if job.message:
+    duplicate = job.state == "RUNNING" and phase in PHASES and PHASES[phase] in job.message.lower()
+    if job.message and not duplicate:
         icon = "✗" if job.state == "FAILED" else "ℹ"
         lines.append(f"\n{icon} {text.md_escape(job.message)}")
     return "\n\n".join(lines)
@@ -184,6 +185,7 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
                 spec_box = gr.Code(label="Spec (frozen at submit time)", language="yaml", lines=12, interactive=False)
     timer = gr.Timer(ctx.poll_s, active=True)
     cache = gr.State({})
+    ids = gr.State([])  # full job ids in table order (the table shows short ones)
 
     def _points(user: str, job_id: str, cache_v: Mapping[str, Any]) -> tuple[list[dict], bool]:
         cached = cache_v.get("points", []) if cache_v.get("job") == job_id else []
@@ -201,9 +203,12 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
         vis = button_states(job.state)
         new_cache = {"job": job_id, "points": pts, "state": job.state, "step": job.step, "msg": job.message}
         return ([gr.Group(visible=True), job_summary(job), progress_html(job),
-                 charts.live_training(pts, smooth, logy), "\n".join(api.job_logs(user, job_id, n=40)),
-                 forms.spec_yaml(job.spec), button_help(job.state)] + [gr.Button(visible=vis[k]) for k, *_ in BUTTONS],
+                 charts.live_training(pts, smooth, logy), _logs(user, job_id),
+                 forms.spec_yaml(forms.canonical(job.spec)), button_help(job.state)] + [gr.Button(visible=vis[k]) for k, *_ in BUTTONS],
                 new_cache)
+
+    def _logs(user: str, job_id: str) -> str:
+        return "\n".join(api.job_logs(user, job_id, n=40)) or "(no log lines yet)"
 
     panel_outputs = [panel, summary, progress, plot, logs, spec_box, help_md] + [btns[k] for k, *_ in BUTTONS]
 
@@ -223,9 +228,10 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
         sig = hash(str(rows))
         out: list = []
         if sig != cache_v.get("table_sig"):
-            out += [rows, gr.Dropdown(choices=job_choices(jobs)), gr.Markdown(visible=not jobs)]
+            out += [rows, gr.Dropdown(choices=job_choices(jobs)), gr.Markdown(visible=not jobs),
+                    [str(j.id) for j in jobs]]
         else:
-            out += [gr.skip()] * 3
+            out += [gr.skip()] * 4
         new_cache = dict(cache_v, table_sig=sig)
         if not job_id or job_id != cache_v.get("job"):
             return out + [gr.skip()] * len(panel_outputs) + [new_cache]
@@ -238,11 +244,11 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
         new_cache.update(points=pts, state=job.state, step=job.step, msg=job.message)
         return out + [gr.skip(), job_summary(job), progress_html(job),
                       charts.live_training(pts, smooth, logy) if got_new or changed else gr.skip(),
-                      "\n".join(api.job_logs(user, job_id, n=40)), gr.skip(),
+                      _logs(user, job_id), gr.skip(),
                       button_help(job.state) if job.state != cache_v.get("state") else gr.skip()] + \
             [gr.Button(visible=vis[k]) for k, *_ in BUTTONS] + [new_cache]
 
-    tick_outputs = [table, picker, empty] + panel_outputs + [cache]
+    tick_outputs = [table, picker, empty, ids] + panel_outputs + [cache]
     timer.tick(quiet(tick, lambda *a, **k: [gr.skip()] * len(tick_outputs)),
                [flt, picker, cache, smoothing, log_y], tick_outputs, api_name="jobs_tick", concurrency_limit=None,
                show_progress="hidden", queue=False, **PRIVATE)
@@ -251,11 +257,12 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
     def on_refresh(flt_v: str, job_id: str | None, request: gr.Request) -> list:
         user = ctx.user(request)
         jobs = list_for(user, flt_v)
-        ids = [str(j.id) for j in jobs]
-        keep = job_id if job_id in ids else pick_default(jobs)
-        return [jobs_table(jobs), gr.Dropdown(choices=job_choices(jobs), value=keep), gr.Markdown(visible=not jobs)]
+        job_ids = [str(j.id) for j in jobs]
+        keep = job_id if job_id in job_ids else pick_default(jobs)
+        return [jobs_table(jobs), gr.Dropdown(choices=job_choices(jobs), value=keep), gr.Markdown(visible=not jobs),
+                job_ids]
 
-    list_outputs = [table, picker, empty]
+    list_outputs = [table, picker, empty, ids]
     refresh.click(on_refresh, [flt, picker], list_outputs, api_name="jobs_refresh", **PRIVATE)
     flt.change(on_refresh, [flt, picker], list_outputs, api_name="jobs_filter", **PRIVATE)
     nav.demo.load(on_refresh, [flt, picker], list_outputs, api_name="jobs_load", **PRIVATE)
@@ -268,15 +275,13 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
     gr.on([smoothing.release, log_y.input], on_replot, [cache, smoothing, log_y], plot, api_name="jobs_replot",
           show_progress="hidden", **PRIVATE)
 
-    def on_row(evt: gr.SelectData, rows: Any) -> Any:
+    def on_row(evt: gr.SelectData, ids_v: list) -> Any:
         try:
-            r = evt.index[0]
-            values = rows.values.tolist() if hasattr(rows, "values") else rows
-            return values[r][TABLE_HEADERS.index("ID")]
+            return ids_v[evt.index[0]]
         except (IndexError, TypeError, KeyError):
             return gr.skip()
 
-    table.select(on_row, table, picker, api_name="jobs_row", **PRIVATE)
+    table.select(on_row, ids, picker, api_name="jobs_row", **PRIVATE)
 
     def action(kind: str):
         @user_errors
@@ -314,9 +319,10 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
     def on_focus(job_id: str | None, flt_v: str, request: gr.Request) -> list:
         """A run was just submitted elsewhere: list it and select it."""
         if not job_id:
-            return [gr.skip()] * 3
+            return [gr.skip()] * 4
         jobs = list_for(ctx.user(request), "All")
-        return [jobs_table(jobs), gr.Dropdown(choices=job_choices(jobs), value=job_id), gr.Markdown(visible=not jobs)]
+        return [jobs_table(jobs), gr.Dropdown(choices=job_choices(jobs), value=job_id), gr.Markdown(visible=not jobs),
+                [str(j.id) for j in jobs]]
 
     nav.focus_job.change(on_focus, [nav.focus_job, flt], list_outputs, api_name="jobs_focus", **PRIVATE)
     return JobsTab(table, picker, summary, progress, plot, timer)

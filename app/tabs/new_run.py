@@ -135,7 +135,7 @@ def build(ctx: AppContext, nav: Any) -> NewRunTab:
     with gr.Row():
         preset = gr.Dropdown(choices=list(presets), value=None, label="Start from a preset", scale=3,
                              info="Fills the whole form; you can still change anything.", elem_id="preset")
-        preset_note = gr.Markdown("", elem_classes="preset-note")
+        preset_note = gr.Markdown("", elem_classes="preset-note", elem_id="preset-note")
 
     with gr.Row():
         with gr.Column(scale=3):

@@ -92,8 +92,8 @@ class UploadRejected(InvalidUpload):
         super().__init__(f"upload rejected: {message}; nothing was kept")
 
 
-class _Unusable(Exception):
-    """One member cannot be used (quarantined, the upload goes on)."""
+class UnusableImage(Exception):
+    """One file is not a usable image: ``code`` (not_image, corrupt, too_many_pixels, too_large) and ``reason``."""
 
     def __init__(self, code: str, reason: str):
         self.code, self.reason = code, reason
@@ -156,7 +156,7 @@ def open_rgb(
     """Open an image with a format allowlist, check its size from the header, decode it fully, return RGB.
 
     Raises:
-        _Unusable: codes ``not_image`` (format not allowed / unidentified), ``too_many_pixels`` (header
+        UnusableImage: codes ``not_image`` (format not allowed / unidentified), ``too_many_pixels`` (header
             dimensions over ``max_pixels``; nothing was decoded), ``corrupt`` (the full decode failed).
     """
     with warnings.catch_warnings():
@@ -165,17 +165,17 @@ def open_rgb(
         try:
             im = Image.open(source, formats=list(formats))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise _Unusable("too_many_pixels", "image dimensions exceed the decoder's safety limit") from None
+            raise UnusableImage("too_many_pixels", "image dimensions exceed the decoder's safety limit") from None
         except UnidentifiedImageError:
-            raise _Unusable("not_image", f"not an image in an allowed format ({', '.join(formats)})") from None
+            raise UnusableImage("not_image", f"not an image in an allowed format ({', '.join(formats)})") from None
         except (OSError, ValueError, SyntaxError, EOFError, TypeError, struct.error) as e:
-            raise _Unusable("corrupt", f"unreadable image header ({_short(e)})") from None
+            raise UnusableImage("corrupt", f"unreadable image header ({_short(e)})") from None
         try:
             w, h = im.size
             if w <= 0 or h <= 0:
-                raise _Unusable("corrupt", f"invalid image size {w}x{h}")
+                raise UnusableImage("corrupt", f"invalid image size {w}x{h}")
             if w * h > max_pixels:
-                raise _Unusable("too_many_pixels", f"{w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
+                raise UnusableImage("too_many_pixels", f"{w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
             try:
                 im.load()
                 if exif_transpose:
@@ -183,16 +183,14 @@ def open_rgb(
                         im = ImageOps.exif_transpose(im) or im
                     except Exception:  # noqa: BLE001 - a broken EXIF block only costs the rotation
                         pass
-                if im.mode not in ("RGB",):
+                if im.mode != "RGB":
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")  # palette-with-transparency notices
                         im = im.convert("RGB")
             except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise _Unusable("too_many_pixels", "image dimensions exceed the decoder's safety limit") from None
-            except _Unusable:
-                raise
+                raise UnusableImage("too_many_pixels", "image dimensions exceed the decoder's safety limit") from None
             except Exception as e:  # noqa: BLE001 - any decoder failure on untrusted bytes is "corrupt"
-                raise _Unusable("corrupt", f"the image does not decode ({_short(e)})") from None
+                raise UnusableImage("corrupt", f"the image does not decode ({_short(e)})") from None
             return im
         except BaseException:
             im.close()
@@ -210,7 +208,7 @@ def decode_image_file(path: str | os.PathLike, *, max_pixels: int = Image.MAX_IM
     with open(path, "rb") as f:
         try:
             im = open_rgb(f, max_pixels=max_pixels, formats=formats)
-        except _Unusable as e:
+        except UnusableImage as e:
             raise ValueError(f"{Path(path).name}: {e.reason}") from None
     from torchvision.transforms.functional import pil_to_tensor
 
@@ -390,8 +388,8 @@ def _read_member(zf: zipfile.ZipFile, entry: _Entry, limits: IngestLimits, stats
                                          "bytes (counted while reading; its declared sizes are wrong)")
                 buf += chunk
                 if len(buf) > cap:
-                    raise _Unusable("too_large", f"larger than {cap:,} bytes")
-    except (UploadRejected, _Unusable):
+                    raise UnusableImage("too_large", f"larger than {cap:,} bytes")
+    except (UploadRejected, UnusableImage):
         raise
     except _ZIP_ERRORS as e:
         raise UploadRejected("corrupt_zip", f"member {entry.name!r} cannot be read ({_short(e)})") from None
@@ -402,7 +400,7 @@ def _plan_csv(zf: zipfile.ZipFile, entries: list[_Entry], limits: IngestLimits, 
     csv_entry = next(e for e in entries if e.parts == (LABELS_CSV,))
     try:
         raw = _read_member(zf, csv_entry, limits, stats, min(MAX_LABELS_CSV_BYTES, limits.max_bytes))
-    except _Unusable:
+    except UnusableImage:
         raise UploadRejected("bad_labels_csv", f"labels.csv is larger than {MAX_LABELS_CSV_BYTES:,} bytes") from None
     try:
         text = raw.decode("utf-8-sig")
@@ -435,7 +433,7 @@ def _plan_csv(zf: zipfile.ZipFile, entries: list[_Entry], limits: IngestLimits, 
             if entry is None:
                 stats.quarantine(row[0].strip(), "missing", "listed in labels.csv but not in the archive")
                 continue
-            entry.label_raw = row[1]
+            entry.label_raw = row[1].strip()
             chosen.append(entry)
     except csv.Error as e:
         raise UploadRejected("bad_labels_csv", f"labels.csv: {e}") from None
@@ -556,7 +554,8 @@ def _ingest_into(zip_path: Path, work: Path, limits: IngestLimits, *, name: str,
     split = ["train"] * len(files)
     for i in test:
         split[int(i)] = "test"
-    manifest_files = [ManifestFile(file=f, label=y, split=s, source=src) for (f, src), y, s in zip(files, labels, split)]
+    manifest_files = [ManifestFile(file=f, label=y, split=s, source=src)
+                      for (f, src), y, s in zip(files, labels, split, strict=True)]
     per_class = []
     for i, cname in enumerate(classnames):
         n_test = sum(1 for mf in manifest_files if mf.label == i and mf.split == "test")
@@ -610,7 +609,7 @@ def _decode_all(zf: zipfile.ZipFile, chosen: list[_Entry], index: dict[str, int]
         try:
             data = _read_member(zf, entry, limits, stats, limits.member_budget)
             png = _reencode(data, limits.max_pixels)
-        except _Unusable as u:
+        except UnusableImage as u:
             stats.quarantine(entry.name, u.code, u.reason)
             continue
         if stats.bytes_written + len(png) > limits.written_budget:

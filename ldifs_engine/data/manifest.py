@@ -161,7 +161,8 @@ def read_manifest(path: Path) -> Manifest:
     except FileNotFoundError:
         raise DatasetUnavailable(f"no manifest at {path}") from None
     except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
-        raise DatasetUnavailable(f"the manifest {path} is damaged ({e}); delete the dataset and upload it again") from None
+        raise DatasetUnavailable(f"the manifest {path} is damaged ({e}); delete the dataset and upload it "
+                                 "again") from None
 
 
 # --- paths -------------------------------------------------------------------------------------------

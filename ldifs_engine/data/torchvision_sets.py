@@ -104,9 +104,15 @@ def _build(e: _Entry, split: str, ctx: DataContext) -> Dataset:
                 f"{e.title} could not be downloaded into {root} ({reason}); put {e.files} there by hand "
                 f"(source: {e.source})."
             ) from exc
+        if isinstance(exc, RuntimeError) and "not found" in str(exc).lower():  # torchvision's "missing" signal
+            raise DatasetUnavailable(
+                f"{e.title} is not available: put {e.files} in {root}, or allow downloads so torchvision fetches "
+                f"it from {e.source}."
+            ) from exc
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise DatasetUnavailable(
-            f"{e.title} is not available: put {e.files} in {root}, or allow downloads so torchvision fetches it "
-            f"from {e.source}."
+            f"{e.title} in {root} could not be read ({type(exc).__name__}: {reason}); it should hold {e.files} "
+            f"as published at {e.source}."
         ) from exc
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 from ldifs_engine.data import ingest as ingest_mod
 from ldifs_engine.data.ingest import (
     IngestLimits,
+    UnusableImage,
     UploadRejected,
     check_member_name,
     decode_image_file,
@@ -450,7 +451,7 @@ def test_decompression_bomb_png_is_refused_without_decoding(sandbox, monkeypatch
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     try:
-        with pytest.raises(ingest_mod._Unusable) as exc:
+        with pytest.raises(UnusableImage) as exc:
             open_rgb(io.BytesIO(bomb), max_pixels=LIMITS.max_pixels)
         members = {**good_members(), "dogs/bomb.png": bomb}
         m = ingest(sandbox, make_zip(sandbox / "in/a.zip", members))

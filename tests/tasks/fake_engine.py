@@ -94,6 +94,7 @@ def main() -> int:
                 save(workdir, step, state, micro)
                 emit("checkpoint", step=step, path=f"checkpoints/step-{step:08d}")
             emit("stopped", step=step, checkpoint=f"checkpoints/step-{step:08d}")
+            emit("error", kind="Cancelled", message=f"stopped at step {step} on request")  # as the engine does
             return 3
         if step == hang_at:
             while True:

@@ -11,9 +11,9 @@ import torch
 from tasks import cache as cache_mod
 from tasks.cache import FeatureCache, baseline_key, cache_key, open_cache
 
-BASE = dict(backbone="concept-clip-tiny", weights_sha="a" * 64, dataset="quadrant", manifest_sha="b" * 64,
-            classnames=["top left", "top right"], templates=["a photo of {}.", "{}"],
-            preprocess={"size": 64, "mean": [0.5, 0.5, 0.5], "interpolation": "bicubic"}, split="test")
+BASE = {"backbone": "concept-clip-tiny", "weights_sha": "a" * 64, "dataset": "quadrant", "manifest_sha": "b" * 64,
+        "classnames": ["top left", "top right"], "templates": ["a photo of {}.", "{}"],
+        "preprocess": {"size": 64, "mean": [0.5, 0.5, 0.5], "interpolation": "bicubic"}, "split": "test"}
 
 CHANGES = {
     "backbone": "vit-b-32-openai", "weights_sha": "c" * 64, "dataset": "colour", "manifest_sha": "d" * 64,

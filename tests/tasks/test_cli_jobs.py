@@ -58,7 +58,7 @@ def test_cancel_and_resume(manual, capsys, spec_file):
     (["cancel", "ffffffffffff"], 1, "no job"),
 ])
 def test_errors_are_one_line(manual, capsys, argv, code, needle):
-    got, out, err = run(capsys, *argv, "--user", "alice")
+    got, _out, err = run(capsys, *argv, "--user", "alice")
     assert got == code and needle in err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
 

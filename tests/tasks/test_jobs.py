@@ -157,7 +157,7 @@ def test_run_job_rechecks_the_state_when_the_revoke_was_missed(manual):
 
 def test_stop_a_running_job_then_resume_it(manual, monkeypatch):
     monkeypatch.setenv("FAKE_STEP_S", "0.05")
-    job_id = api.submit("alice", spec(steps=30, every=10))
+    job_id = api.submit("alice", spec(steps=200, every=10))
     worker = run_in_thread()
     wait_for(lambda: api.get_job("alice", job_id).step >= 3)
     v = api.cancel("alice", job_id)
@@ -176,7 +176,7 @@ def test_stop_a_running_job_then_resume_it(manual, monkeypatch):
     v = api.get_job("alice", job_id)
     assert v.state == DONE and v.attempts == 2
     assert events(job_id, "start")[-1]["resumed_from"] == stopped[0]["step"]
-    assert results(job_id)["fake_state"] == reference_state(30)
+    assert results(job_id)["fake_state"] == reference_state(200)
 
 
 def test_kill_ends_an_engine_that_ignores_stop(manual, monkeypatch):
@@ -205,7 +205,7 @@ def test_a_stalled_engine_is_stopped_and_resumed(immediate, monkeypatch):
 
 def test_worker_shutdown_checkpoints_and_requeues_without_using_an_attempt(manual, monkeypatch):
     monkeypatch.setenv("FAKE_STEP_S", "0.05")
-    job_id = api.submit("alice", spec(steps=40, every=100))
+    job_id = api.submit("alice", spec(steps=200, every=100))
     worker = run_in_thread()
     wait_for(lambda: api.get_job("alice", job_id).step >= 2)
     jobs.begin_shutdown()
@@ -219,7 +219,7 @@ def test_worker_shutdown_checkpoints_and_requeues_without_using_an_attempt(manua
     monkeypatch.setenv("FAKE_STEP_S", "0.001")
     queue.run_pending()
     assert api.get_job("alice", job_id).state == DONE
-    assert results(job_id)["fake_state"] == reference_state(40)
+    assert results(job_id)["fake_state"] == reference_state(200)
 
 
 def test_running_quota_defers_the_job(manual, monkeypatch):
@@ -240,3 +240,17 @@ def test_missing_spec_snapshot_fails_clearly(manual):
     queue.run_pending()
     v = api.get_job("alice", job_id)
     assert v.state == FAILED and "spec.json" in v.message
+
+
+def test_a_worker_that_lost_its_job_stops_its_engine(manual, monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_S", "0.05")
+    job_id = api.submit("alice", spec(steps=200, every=100))
+    worker = run_in_thread()
+    wait_for(lambda: api.get_job("alice", job_id).step >= 2)
+    # Another host's reaper judged the heartbeat stale and took the job over.
+    store = open_store(get_settings())
+    assert store.interrupt("alice", job_id, 1, message="taken over", crashed=True, max_attempts=3) == "requeue"
+    worker.join(10)
+    assert not worker.is_alive() and len(events(job_id, "stopped")) == 1
+    v = api.get_job("alice", job_id)
+    assert v.state == INTERRUPTED and v.message == "taken over"

@@ -22,10 +22,14 @@ def dead_pid() -> int:
 
 
 def running(job_id: str, *, host: str = leases.HOST, worker_pid: int | None = None, heartbeat_age: float = 0.0,
-            pid: int | None = None) -> None:
+            pid: int | None = None, worker_start: int | None = None) -> None:
     """Put a queued job into RUNNING as if a worker had claimed it."""
     store = open_store(get_settings())
-    assert store.claim("alice", job_id, 0, max_running=10, host=host, worker_pid=worker_pid or dead_pid()) == "claimed"
+    worker_pid = worker_pid or dead_pid()
+    if worker_start is None:
+        worker_start = leases.process_start(worker_pid)
+    assert store.claim("alice", job_id, 0, max_running=10, host=host, worker_pid=worker_pid,
+                       worker_start=worker_start) == "claimed"
     store._con().execute("UPDATE jobs SET heartbeat_at = ?, pid = ?, pgid = ? WHERE id = ?",
                          (time.time() - heartbeat_age, pid, pid, job_id))
 
@@ -52,6 +56,13 @@ def test_live_workers_and_fresh_heartbeats_are_left_alone(manual):
     assert "on elsewhere" in api.get_job("alice", stale).message
 
 
+def test_a_reused_worker_pid_does_not_keep_a_job_running(manual):
+    job_id = api.submit("alice", spec())
+    live = os.getppid()
+    running(job_id, worker_pid=live, worker_start=(leases.process_start(live) or 0) + 1)
+    assert reaper.reap_once() == [job_id]
+
+
 def test_gives_up_after_max_attempts(manual, monkeypatch):
     monkeypatch.setenv("LDIFS_MAX_ATTEMPTS", "1")
     get_settings.cache_clear()
@@ -64,7 +75,7 @@ def test_gives_up_after_max_attempts(manual, monkeypatch):
 
 def test_an_orphaned_engine_is_stopped_at_a_checkpoint_and_resumed(manual, monkeypatch):
     monkeypatch.setenv("FAKE_STEP_S", "0.05")
-    job_id = api.submit("alice", spec(steps=40, every=100))
+    job_id = api.submit("alice", spec(steps=200, every=100))
     queue.get_huey().flush()
     d = run_dir(job_id)
     orphan = subprocess.Popen([sys.executable, str(FAKE_ENGINE), "run", "--spec", str(d / "spec.json"),
@@ -80,7 +91,7 @@ def test_an_orphaned_engine_is_stopped_at_a_checkpoint_and_resumed(manual, monke
     queue.run_pending()
     assert api.get_job("alice", job_id).state == DONE
     assert events(job_id, "start")[-1]["resumed_from"] == stopped["step"]
-    assert results(job_id)["fake_state"] == reference_state(40)
+    assert results(job_id)["fake_state"] == reference_state(200)
 
 
 def test_an_engine_that_finished_while_its_worker_was_down_is_done(manual):

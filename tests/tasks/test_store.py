@@ -6,8 +6,18 @@ import uuid
 
 import pytest
 
-from tasks.store import (CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, InvalidState, JobNotFound,
-                         JobStore, QuotaExceeded)
+from tasks.store import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    InvalidState,
+    JobNotFound,
+    JobStore,
+    QuotaExceeded,
+)
 
 
 @pytest.fixture

@@ -1,0 +1,50 @@
+# LDIFS Studio — web app + embedded job worker, CPU torch by default.
+#   docker build -t ldifs-studio .
+#   docker run -p 7860:7860 -v ldifs-data:/data -e LDIFS_AUTH=me:long-password ldifs-studio
+# GPU image: docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 -t ldifs-studio:gpu .
+#            docker run --gpus all ... ldifs-studio:gpu
+# Hugging Face Spaces (sdk: docker, app_port: 7860, hf_oauth: true): see docs/DEPLOY.md.
+FROM python:3.11-slim
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GRADIO_ANALYTICS_ENABLED=False \
+    HF_HUB_DISABLE_TELEMETRY=1 \
+    HOME=/home/user \
+    PATH=/home/user/.local/bin:$PATH \
+    LDIFS_HOME=/data
+
+# Spaces (and good practice) run the container as uid 1000; the data volume belongs to that user.
+RUN useradd --create-home --uid 1000 user \
+ && mkdir -p /data \
+ && chown user:user /data \
+ && chmod 700 /data
+
+USER user
+WORKDIR /home/user/app
+
+# The heavy, rarely changing layer first: torch + torchvision from the chosen wheel index.
+RUN pip install --user --extra-index-url "${TORCH_INDEX}" "torch>=2.10" "torchvision>=0.25"
+
+COPY --chown=user pyproject.toml README.md ./
+COPY --chown=user ldifs_engine ./ldifs_engine
+COPY --chown=user tasks ./tasks
+COPY --chown=user app ./app
+COPY --chown=user examples ./examples
+RUN pip install --user --extra-index-url "${TORCH_INDEX}" .
+
+# Job store, queue, runs, uploads and caches. On Spaces this disk is ephemeral (see docs/DEPLOY.md).
+VOLUME ["/data"]
+EXPOSE 7860
+
+# SIGINT is the graceful stop for huey and the engine: running jobs checkpoint and resume on the next
+# start. Give `docker stop -t` (or compose stop_grace_period) longer than a checkpoint save.
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)" || exit 1
+
+# Binding 0.0.0.0 requires authentication: LDIFS_AUTH, LDIFS_AUTH_FILE, or Hugging Face OAuth on a Space.
+CMD ["ldifs", "app", "--host", "0.0.0.0", "--port", "7860"]

@@ -1,0 +1,88 @@
+"""Launch settings and authentication (app/main.py): never public without auth."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from app import main
+from app.main import LaunchSettings, launch_kwargs
+from ldifs_engine.errors import SpecError
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.org"])
+def test_public_bind_without_auth_is_refused(host):
+    with pytest.raises(SpecError, match="refusing to serve"):
+        launch_kwargs(LaunchSettings(host=host))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.5"])
+def test_loopback_without_auth_is_fine(host):
+    kw = launch_kwargs(LaunchSettings(host=host))
+    assert kw["auth"] is None and kw["server_name"] == host
+
+
+def test_safe_defaults():
+    kw = launch_kwargs(LaunchSettings(host="0.0.0.0", auth="alice:secret", exports_dir="/x/exports",
+                                      blocked_dirs=("/x/runs",)))
+    assert kw["ssr_mode"] is False and kw["share"] is False
+    assert kw["enable_monitoring"] is False and kw["run_history"] is False
+    assert kw["max_file_size"] == main.DEFAULT_MAX_FILE_SIZE
+    assert kw["allowed_paths"] == ["/x/exports"] and kw["blocked_paths"] == ["/x/runs"]
+    assert callable(kw["auth"]) and kw["auth"]("alice", "secret") and not kw["auth"]("alice", "nope")
+    assert not kw["auth"]("mallory", "secret")
+
+
+def test_oauth_counts_as_auth_on_spaces():
+    s = LaunchSettings.from_env({"SPACE_ID": "me/studio", "OAUTH_CLIENT_ID": "x"}, host="0.0.0.0")
+    assert main.auth_mode(s) == "oauth"
+    assert launch_kwargs(s)["auth"] is None  # OAuth: handlers check the profile themselves
+    no_oauth = LaunchSettings.from_env({"SPACE_ID": "me/studio"}, host="0.0.0.0")
+    with pytest.raises(SpecError):
+        launch_kwargs(no_oauth)
+
+
+def test_auth_from_env_and_file(tmp_path):
+    s = LaunchSettings.from_env({"LDIFS_AUTH": "a:1,b:2:with-colon"}, host="0.0.0.0")
+    check = launch_kwargs(s)["auth"]
+    assert check("a", "1") and check("b", "2:with-colon") and not check("a", "2")
+    f = tmp_path / "users"
+    f.write_text("# team\ncarol:" + hashlib.sha256(b"pw").hexdigest() + "\n")
+    check = launch_kwargs(LaunchSettings.from_env({"LDIFS_AUTH_FILE": str(f)}, host="0.0.0.0"))["auth"]
+    assert check("carol", "pw") and not check("carol", "PW")
+
+
+@pytest.mark.parametrize("value", ["alice", "alice:", ":pw", ","])
+def test_malformed_auth_env(value):
+    with pytest.raises(SpecError, match="LDIFS_AUTH"):
+        main.parse_auth_env(value)
+
+
+@pytest.mark.parametrize("line", ["bob:notahash", "bob", "bob:" + "g" * 64])
+def test_malformed_auth_file(line):
+    with pytest.raises(SpecError, match="line 1"):
+        main.parse_auth_file(line)
+
+
+def test_missing_auth_file_is_a_readable_error(tmp_path):
+    with pytest.raises(SpecError, match="cannot read"):
+        launch_kwargs(LaunchSettings(host="0.0.0.0", auth_file=str(tmp_path / "none")))
+
+
+def test_bad_port():
+    with pytest.raises(SpecError, match="port"):
+        launch_kwargs(LaunchSettings(port=0))
+
+
+def test_hash_password_matches_file_format():
+    assert main.parse_auth_file("x:" + main.hash_password("pw"))["x"] == hashlib.sha256(b"pw").digest()
+
+
+def test_every_event_has_an_explicit_api_name_and_only_the_api_is_public():
+    from .fake_api import FakeApi
+
+    demo = main.build_app(FakeApi())
+    deps = demo.get_config_file()["dependencies"]
+    assert all(d.get("api_name") for d in deps)
+    public = {d["api_name"] for d in deps if d.get("api_visibility") != "private"}
+    assert public == {"submit", "jobs", "status", "cancel", "report", "report_csv"}

@@ -1,0 +1,102 @@
+"""Pure helpers of the tabs: tables, choices, progress, button states, escaping."""
+from __future__ import annotations
+
+from app.tabs import compare, datasets, jobs, new_run, report
+
+from .fake_api import FakeApi, JobView
+from .samples import HOSTILE, hostile_results, results
+
+
+def _job(**over):
+    base = dict(id="abc123", owner="u", state="RUNNING", spec={}, spec_hash="0", title=HOSTILE, method="ldifs",
+                target="quadrant", step=30, total_steps=60, eta_s=75.0, created_at=1.7e9)
+    return JobView(**{**base, **over})
+
+
+def test_job_table_shows_titles_as_plain_cells():
+    rows = jobs.jobs_table([_job()])
+    assert rows[0][0] == HOSTILE  # the Dataframe shows str cells as text (datatype "str")
+    assert rows[0][2].endswith("50 %") and rows[0][3] == "1 min 15 s"
+
+
+def test_progress_html_has_only_numbers():
+    html = jobs.progress_html(_job())
+    assert "<img" not in html and "aria-valuenow=\"50\"" in html and "step 30/60" in html
+
+
+def test_job_summary_escapes():
+    md = jobs.job_summary(_job(message=HOSTILE))
+    assert "<img" not in md
+
+
+def test_button_states_follow_the_record():
+    assert jobs.button_states("RUNNING") == {"stop": True, "kill": True, "cancel": False, "resume": False,
+                                              "report": False, "clone": True}
+    assert jobs.button_states("QUEUED")["cancel"] and not jobs.button_states("QUEUED")["stop"]
+    assert jobs.button_states("INTERRUPTED")["resume"] and jobs.button_states("DONE")["report"]
+    assert "Resume" in jobs.button_help("CANCELLED") and "Kill" not in jobs.button_help("CANCELLED")
+
+
+def test_reattach_picks_running_then_queued():
+    js = [_job(id="d", state="DONE"), _job(id="q", state="QUEUED"), _job(id="r", state="RUNNING")]
+    assert jobs.pick_default(js) == "r"
+    assert jobs.pick_default(js[:2]) == "q"
+    assert jobs.pick_default([]) is None
+
+
+def test_merge_points_dedupes_resumed_steps():
+    a = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}]
+    b = [{"step": 2, "loss": 0.8}, {"step": 3, "loss": 0.7}]
+    assert [p["loss"] for p in jobs.merge_points(a, b)] == [1.0, 0.8, 0.7]
+
+
+def test_backbones_builtin_first_and_downloads_marked():
+    api = FakeApi()
+    ch = new_run.backbone_choices(list(reversed(api.catalog_backbones())))
+    assert ch[0][1] == "concept-clip-tiny" and ch[-1][0].endswith("needs download")
+
+
+def test_dataset_choices_mark_uploads_and_missing():
+    ch = new_run.dataset_choices([{"key": "upload:" + "a" * 32, "title": "Mine", "num_classes": 2, "source": "upload"},
+                                  {"key": "cars", "title": "Cars", "available": False}])
+    assert "your upload" in ch[0][0] and "not on this server" in ch[1][0]
+
+
+def test_preflight_markdown():
+    md = new_run.preflight_markdown(["optim.lr: -1 is out of range", "data.target: unknown dataset '<b>'"])
+    assert md.startswith("**Fix 2 problems") and "`optim.lr`" in md and "<b>" not in md
+    assert "Ready" in new_run.preflight_markdown([], n_runs=2) and "2 runs" in new_run.preflight_markdown([], n_runs=2)
+
+
+def test_stat_cards_escape_and_tooltips():
+    html = report.stat_cards_html(hostile_results())
+    assert "<img" not in html and "&lt;img" in html
+    assert html.count('title="') == 4
+    assert "31 % → 97 %" in report.stat_cards_html(results())
+
+
+def test_compare_summary_and_diff():
+    from app.charts import RunEntry
+
+    a, b = results(method="ce"), results()
+    a["spec"] = {"method": {"name": "ce"}, "optim": {"steps": 5}}
+    b["spec"] = {"method": {"name": "ldifs"}, "optim": {"steps": 5}}
+    rows = compare.summary_rows([RunEntry("1", "CE", a), RunEntry("2", "LDIFS", b)])
+    assert rows[0][1] == "ce" and rows[1][1] == "ldifs"
+    headers, drows = compare.diff_table([a["spec"], b["spec"]], ["CE", "LDIFS"])
+    assert headers == ["Setting", "CE", "LDIFS"] and len(drows) == 1 and drows[0][1:] == ["ce", "ldifs"]
+
+
+def test_ingestion_report_escapes_names():
+    md = datasets.ingestion_markdown({
+        "key": "upload:" + "b" * 32, "name": HOSTILE, "accepted": 12, "num_classes": 2,
+        "classes": [{"index": 0, "name": HOSTILE, "count": 6, "train": 5, "test": 1},
+                    {"index": 1, "name": "dog", "count": 6, "train": 5, "test": 1}],
+        "quarantined": [{"member": "x.txt", "code": "not_image", "reason": "not an image"}],
+        "warnings": ["1 file(s) were skipped; see 'quarantined' for each reason"],
+        "quota": {"used_bytes": 2_000_000, "quota_bytes": 2_000_000_000}})
+    assert "<img" not in md and "1 file skipped" in md and "not an image" in md
+    assert "12 images in 2 classes" in md and "2.0 MB of 2,000 MB" in md
+    detail = datasets.detail_markdown({"key": "cars", "title": "Cars", "available": False,
+                                       "message": "put the files in X"})
+    assert "Not on this server" in detail and "put the files in X" in detail

@@ -1,0 +1,150 @@
+"""The whole product in a real browser: Debian's chromium driven by Playwright against the real app,
+tasks layer, huey consumer and engine. Screenshots land in test-artifacts/e2e/ (and, with
+LDIFS_UPDATE_SCREENSHOTS=1, in docs/screenshots/ for the README).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.app.conftest import serve
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "e2e"
+DOC_SHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+BUILTIN = REPO / "ldifs_engine" / "assets" / "concept-clip-tiny.safetensors"
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("LDIFS_UPDATE_SCREENSHOTS") == "1":
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, DOC_SHOTS / path.name)
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").first.click()
+    page.get_by_role("option", name=option, exact=False).first.click()
+
+
+def set_number(page, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id} input").first
+    box.fill(value)
+    box.blur()
+
+
+def _class_folder_zip(tmp_path: Path) -> Path:
+    """A valid upload: two class folders with six small PNGs each."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    path = tmp_path / "red-vs-blue.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for cls, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+            for i in range(6):
+                buf = io.BytesIO()
+                Image.new("RGB", (32, 32), tuple(min(255, c + 4 * i) for c in colour)).save(buf, "PNG")
+                z.writestr(f"{cls}/{i}.png", buf.getvalue())
+    return path
+
+
+def test_queue_watch_and_read_the_report(fast_env, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    with serve(poll_s=0.5) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        expect(page.get_by_text("Fine-tune a CLIP model, then see what it forgot.")).to_be_visible(timeout=30_000)
+        expect(page.locator("#preflight")).to_contain_text("Ready", timeout=30_000)  # Quick demo preset loaded
+        shot(page, "new-run")
+
+        # CE vs LDIFS queues two runs; shrink them so a 2-core box finishes in about a minute.
+        pick(page, "preset", "Compare CE vs LDIFS")
+        expect(page.locator("#preset-note")).to_contain_text("Queues 2 runs", timeout=20_000)
+        if not BUILTIN.exists():
+            pick(page, "f-backbone", "Tiny ViT (random init, tests)")
+        set_number(page, "f-optim-steps", "3")
+        set_number(page, "f-optim-batch_size", "8")
+        page.get_by_text("Advanced settings").click()
+        set_number(page, "f-data-max_train_samples", "64")
+        set_number(page, "f-data-max_eval_samples", "40")
+        set_number(page, "f-optim-warmup_steps", "1")
+        set_number(page, "f-eval-curve_points", "1")
+        page.locator("#f-eval-linear_probe input").uncheck()
+        page.locator("#check").click()
+        expect(page.locator("#preflight")).to_contain_text("This queues 2 runs", timeout=20_000)
+        page.get_by_text("Reproduce from the command line").click()
+        page.locator("#preview").click()
+        expect(page.locator("#cli")).to_contain_text("cat > spec.yaml", timeout=20_000)
+        expect(page.locator("#yaml-dl")).to_be_visible()
+
+        page.locator("#start").click()
+        # The app switches to Jobs with the new run selected: progress shows up and ends in Done.
+        expect(page.locator("#job-progress .ldifs-progress")).to_be_visible(timeout=30_000)
+        expect(page.locator("#jobs-table")).to_contain_text("LDIFS", timeout=30_000)
+        expect(page.locator("#job-summary")).to_contain_text("Running", timeout=120_000)
+        shot(page, "jobs-running")
+        expect(page.locator("#job-summary")).to_contain_text("Done", timeout=300_000)
+        expect(page.locator("#job-plot .js-plotly-plot")).to_be_visible(timeout=30_000)
+        # Wait for the companion run too (one worker runs them one after the other).
+        expect(page.locator("#jobs-table")).not_to_contain_text("Running", timeout=300_000)
+        expect(page.locator("#jobs-table")).not_to_contain_text("Queued", timeout=60_000)
+        shot(page, "jobs")
+
+        page.locator("#job-report").click()
+        headline = page.locator("#report-headline")
+        expect(headline).to_contain_text("Fine-tuning on", timeout=30_000)
+        expect(headline).to_contain_text("other dataset")
+        for chart in ("report-dumbbell", "report-delta", "report-curves"):
+            expect(page.locator(f"#{chart} .js-plotly-plot .main-svg").first).to_be_visible(timeout=30_000)
+        expect(page.locator("#report-cards")).to_contain_text("Target accuracy")
+        expect(page.locator("#report-table")).to_contain_text("target")
+        expect(page.locator("#dl-csv")).to_be_visible()
+        shot(page, "report")
+
+        page.get_by_role("tab", name="Compare").click()
+        expect(page.locator("#compare-scatter .js-plotly-plot .main-svg").first).to_be_visible(timeout=30_000)
+        expect(page.locator("#compare-heatmap .js-plotly-plot .main-svg").first).to_be_visible(timeout=30_000)
+        expect(page.locator("#compare-diff")).to_contain_text("method.name", timeout=30_000)
+        shot(page, "compare")
+
+        page.get_by_role("tab", name="Datasets").click()
+        expect(page.locator("#ds-table")).to_contain_text("quadrant", timeout=30_000)
+        page.locator("#ds-upload input[type=file]").set_input_files(str(_class_folder_zip(tmp_path)))
+        page.locator("#ds-name input, #ds-name textarea").first.fill("Red vs blue")
+        page.locator("#ds-import").click()
+        expect(page.locator("#ds-report")).to_contain_text("Imported Red vs blue", timeout=60_000)
+        expect(page.locator("#ds-table")).to_contain_text("Red vs blue", timeout=30_000)
+        expect(page.locator("#ds-preview img")).to_be_visible(timeout=60_000)  # the new upload is shown
+        shot(page, "datasets")
+
+        # A refreshed page re-attaches: the finished runs are still listed.
+        page.reload()
+        page.get_by_role("tab", name="Jobs").click()
+        expect(page.locator("#jobs-table")).to_contain_text("Done", timeout=30_000)
+        assert not errors, errors
