@@ -34,7 +34,8 @@ COPY --chown=user ldifs_engine ./ldifs_engine
 COPY --chown=user tasks ./tasks
 COPY --chown=user app ./app
 COPY --chown=user examples ./examples
-RUN pip install --user --extra-index-url "${TORCH_INDEX}" .
+# gradio[oauth]: "Sign in with Hugging Face" on Spaces (hf_oauth: true).
+RUN pip install --user --extra-index-url "${TORCH_INDEX}" . "gradio[oauth]"
 
 # Job store, queue, runs, uploads and caches. On Spaces this disk is ephemeral (see docs/DEPLOY.md).
 VOLUME ["/data"]

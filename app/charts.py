@@ -420,8 +420,8 @@ def tradeoff_scatter(runs: Sequence[RunEntry]) -> go.Figure:
     for r, lab, (gx, my) in zip(kept, labels, pts):
         fig.add_trace(go.Scatter(
             x=[gx], y=[my], mode="markers+text", name=lab, text=[lab], textposition="top center",
-            marker=dict(color=r.colour or colours[r.id], size=16, symbol=SYMBOLS[methods.index(r.method) % len(SYMBOLS)],
-                        line=dict(color="white", width=1)),
+            marker=dict(color=r.colour or colours[r.id], size=16,
+                        symbol=SYMBOLS[methods.index(r.method) % len(SYMBOLS)], line=dict(color="white", width=1)),
             customdata=[[html_escape(r.method), text.points(gx / 100), text.points(my / 100)]],
             hovertemplate="<b>%{text}</b><br>method %{customdata[0]}<br>target gain %{customdata[1]} points<br>"
                           "control change %{customdata[2]} points<extra></extra>",
@@ -456,10 +456,10 @@ def report_table(results: Mapping[str, Any]) -> list[list[str]]:
     """Rows of display strings (raw titles: the table component shows them as text)."""
     out = []
     for r in dataset_rows(results):
-        out.append([r.title, r.role,
-                    text.pct(r.before.get("zs_acc"), 1), text.pct(r.after.get("zs_acc"), 1), text.points(r.delta("zs_acc")),
-                    text.pct(r.before.get("lp_acc"), 1), text.pct(r.after.get("lp_acc"), 1), text.points(r.delta("lp_acc")),
-                    _ece(r.before.get("zs_ece")), _ece(r.after.get("zs_ece"))])
+        cells = [r.title, r.role]
+        for m in ("zs_acc", "lp_acc"):
+            cells += [text.pct(r.before.get(m), 1), text.pct(r.after.get(m), 1), text.points(r.delta(m))]
+        out.append(cells + [_ece(r.before.get("zs_ece")), _ece(r.after.get("zs_ece"))])
     return out
 
 
@@ -491,8 +491,10 @@ def report_html(results: Mapping[str, Any], run_label: str = "") -> str:
         parts.append(fig.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False}))
         first = False
     head = "".join(f"<th>{html_escape(c)}</th>" for c in REPORT_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html_escape(c)}</td>" for c in row) + "</tr>" for row in report_table(results))
-    gloss = "".join(f"<dt>{html_escape(k.replace('_', ' '))}</dt><dd>{html_escape(v)}</dd>" for k, v in text.GLOSSARY.items())
+    body = "".join("<tr>" + "".join(f"<td>{html_escape(c)}</td>" for c in row) + "</tr>"
+                   for row in report_table(results))
+    gloss = "".join(f"<dt>{html_escape(k.replace('_', ' '))}</dt><dd>{html_escape(v)}</dd>"
+                    for k, v in text.GLOSSARY.items())
     spec = results.get("spec") or {}
     title = run_label or spec.get("name") or f"{results.get('method', '')} on {results.get('target', '')}"
     timing = results.get("timing") or {}
@@ -500,8 +502,10 @@ def report_html(results: Mapping[str, Any], run_label: str = "") -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{html_escape(text.APP_TITLE)} report: {html_escape(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{{font-family:Inter,system-ui,-apple-system,'Segoe UI',sans-serif;max-width:980px;margin:2rem auto;padding:0 1rem;color:#1f2328}}
-h1{{font-size:1.5rem}} .headline{{font-size:1.25rem;line-height:1.5;background:#f6f8fa;border-left:4px solid #3366cc;padding:.8rem 1rem}}
+body{{font-family:Inter,system-ui,-apple-system,'Segoe UI',sans-serif;max-width:980px;margin:2rem auto;
+  padding:0 1rem;color:#1f2328}}
+h1{{font-size:1.5rem}}
+.headline{{font-size:1.25rem;line-height:1.5;background:#f6f8fa;border-left:4px solid #3366cc;padding:.8rem 1rem}}
 .cap{{color:#57606a;margin:1.5rem 0 0}} table{{border-collapse:collapse;width:100%;font-size:.9rem}}
 td,th{{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left}} dt{{font-weight:600;margin-top:.5rem}}
 .meta{{color:#57606a;font-size:.85rem}}

@@ -48,7 +48,7 @@ class AppContext:
             else:
                 name = _oauth_username(request)
         if not name:
-            raise gr.Error(text.SIGN_IN, title="Not signed in")
+            raise gr.Error(text.SIGN_IN, title="Not signed in", print_exception=False)
         return str(name)
 
     def scratch_file(self, filename: str) -> Path:
@@ -85,7 +85,8 @@ def user_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except LdifsError as e:
-            raise gr.Error(text.html_text(str(e)), title=type(e).__name__.replace("Error", " error").strip()) from None
+            raise gr.Error(text.html_text(str(e)), title=type(e).__name__.replace("Error", " error").strip(),
+                           print_exception=False) from None
         except Exception as e:  # noqa: BLE001 — last line of defence: no tracebacks in the browser
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(f"Something went wrong ({type(e).__name__}). The server log has the details.") from None
@@ -105,3 +106,9 @@ def quiet(fn: Callable, fallback: Callable[..., Any]) -> Callable:
             return fallback(*args, **kwargs)
 
     return wrapper
+
+
+def on_page_load(fn: Callable, n_outputs: int) -> Callable:
+    """A page-load handler that shows nothing (instead of an error toast) to a visitor not signed in yet."""
+    skip = (lambda *a, **k: gr.skip()) if n_outputs == 1 else (lambda *a, **k: [gr.skip()] * n_outputs)
+    return quiet(fn, skip)

@@ -48,6 +48,7 @@ class FieldDef:
     maximum: float | None = None
     choices: tuple = ()
     section: str = ""
+    min_exclusive: bool = False  # the minimum itself is not allowed (a learning rate > 0)
 
     @property
     def basic(self) -> bool:
@@ -76,6 +77,7 @@ def _field(path: str, meta: Mapping[str, Any], section: str) -> FieldDef:
         path=path, kind=kind, default=default, label=text.label_for(path),
         info=text.INFO_OVERRIDES.get(path) or str(meta.get("help", "")), optional=optional,
         minimum=lo, maximum=meta.get("max"), choices=tuple(meta.get("choices") or ()), section=section,
+        min_exclusive="min" not in meta and "min_excl" in meta,
     )
 
 

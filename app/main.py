@@ -106,7 +106,7 @@ class LaunchSettings:
     blocked_dirs: tuple[str, ...] = ()  # never served: run dirs, datasets, caches, databases
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> "LaunchSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> LaunchSettings:
         env = os.environ if env is None else env
         given = {k: v for k, v in given.items() if v is not None}
         given.setdefault("auth", env.get("LDIFS_AUTH") or None)
@@ -146,6 +146,12 @@ def launch_kwargs(s: LaunchSettings) -> dict[str, Any]:
     if s.auth and s.auth_file:
         raise SpecError("auth: give LDIFS_AUTH or LDIFS_AUTH_FILE, not both")
     public = not is_loopback(s.host)
+    if mode == "oauth":
+        try:
+            import authlib  # noqa: F401 — what gradio's OAuth routes need
+            import itsdangerous  # noqa: F401
+        except ImportError:
+            raise SpecError("oauth: Hugging Face sign-in needs `pip install 'gradio[oauth]'`") from None
     if public and mode == "none":
         raise SpecError(
             f"host: refusing to serve on {s.host} without authentication — anyone who can reach it could "
@@ -250,7 +256,8 @@ def local_user() -> str:
         return "local"
 
 
-def build_app(api: Any = None, *, auth: str = "none", poll_s: float = 2.0, default_user: str | None = None) -> gr.Blocks:
+def build_app(api: Any = None, *, auth: str = "none", poll_s: float = 2.0,
+              default_user: str | None = None) -> gr.Blocks:
     """The Blocks app. ``api`` defaults to ``tasks.api``; ``auth`` is "none", "password" or "oauth"."""
     if auth not in ("none", "password", "oauth"):
         raise SpecError(f"auth: {auth!r} is not one of none, password, oauth")

@@ -41,7 +41,7 @@ ZS_SCALE = 100.0
 LP_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
 
 # Shape is the hardest concept to see at this resolution, so captions name it more often.
-DEFAULTS = {"steps": 800, "batch_size": 256, "seed": 0, "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 50,
+DEFAULTS = {"steps": 600, "batch_size": 256, "seed": 0, "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 50,
             "mention_prob": {"size": 0.5, "colour": 0.5, "pattern": 0.5, "shape": 0.7}}
 
 
@@ -132,6 +132,13 @@ def caption_batch(attrs: torch.Tensor, gen: torch.Generator,
         values = {a: int(attrs[i, j]) for j, a in enumerate(CAPTIONED_ATTRIBUTES) if mention[i, j]}
         captions.append(concepts.CAPTION_TEMPLATES[int(template[i])].replace("{}", describe(values)))
     return captions, mention
+
+
+def caption_vocabulary(tokenizer) -> list[int]:
+    """Token ids that can occur in a pre-training caption (CLIP's BPE encodes words independently)."""
+    words = [w for a in CAPTIONED_ATTRIBUTES for v in ATTRIBUTES[a] for w in v.split()] + [concepts.OBJECT_NOUN]
+    pieces = [t.replace("{}", w) for t in concepts.CAPTION_TEMPLATES for w in words]
+    return sorted({int(t) for row in tokenizer(pieces) for t in row if int(t) != 0})
 
 
 def soft_targets(attrs: torch.Tensor, mention: torch.Tensor) -> torch.Tensor:
@@ -253,8 +260,9 @@ def train_concept_clip(*, steps: int = DEFAULTS["steps"], batch_size: int = DEFA
     """Train the model from scratch and return it (in eval mode); ``progress(step, steps, loss)`` is called per step."""
     if steps < 1 or batch_size < 2:
         raise ValueError("steps must be ≥ 1 and batch_size ≥ 2")
-    torch.manual_seed(seed)
-    model = create_concept_model()
+    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = create_concept_model()
     if model.visual.image_size[0] != IMAGE_SIZE:
         raise RuntimeError(f"{CONFIG_NAME} expects {model.visual.image_size} images; the concept world draws {IMAGE_SIZE}")
     tokens = _CaptionTokens(concept_tokenizer())
@@ -314,6 +322,13 @@ def pretrain_concept_clip(out_path: str | Path, *, steps: int = DEFAULTS["steps"
     model = train_concept_clip(steps=steps, batch_size=batch_size, seed=seed, lr=lr, weight_decay=weight_decay,
                                warmup_steps=warmup_steps, mention_prob=mention_prob, progress=progress)
     train_s = time.perf_counter() - t0
+    # Rows of words the model never read hold only their random initialisation; zero them so prompts
+    # with unknown words carry no accidental signal (and the file compresses well).
+    vocab = caption_vocabulary(concept_tokenizer())
+    with torch.no_grad():
+        keep = torch.zeros(model.token_embedding.weight.shape[0], dtype=torch.bool)
+        keep[vocab] = True
+        model.token_embedding.weight[~keep] = 0.0
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     model.load_state_dict(state, strict=True)  # measure what is shipped, not the float32 original
     tmp = out_path.with_name(out_path.name + ".tmp")
@@ -331,6 +346,8 @@ def pretrain_concept_clip(out_path: str | Path, *, steps: int = DEFAULTS["steps"
         "weights_file": out_path.name,
         "weights_sha256": _file_sha256(out_path),
         "weights_dtype": "float16",
+        "token_embedding": f"rows of the {len(vocab)} tokens that occur in pre-training captions are trained; "
+                           "all other rows are zero",
         "data_version": DATA_VERSION,
         "image_size": IMAGE_SIZE,
         "preprocess": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),

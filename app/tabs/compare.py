@@ -10,7 +10,7 @@ import gradio as gr
 
 from .. import charts, forms, text
 from ..charts import RunEntry
-from ..context import AppContext, user_errors
+from ..context import AppContext, on_page_load, user_errors
 
 PRIVATE = dict(api_visibility="private")
 MAX_RUNS = 12
@@ -31,8 +31,8 @@ def summary_rows(runs: Sequence[RunEntry]) -> list[list[str]]:
             title = ((r.results.get("datasets") or {}).get(s["worst"]) or {}).get("title") or s["worst"]
             worst = f"{title} {text.points(s['worst_delta'])}"
         rows.append([r.label, r.method, str(r.results.get("target", "")),
-                     text.points(None if gain is None else gain / 100), text.points(None if mean is None else mean / 100),
-                     worst or "—", "yes" if i in front else ""])
+                     text.points(None if gain is None else gain / 100),
+                     text.points(None if mean is None else mean / 100), worst or "—", "yes" if i in front else ""])
     return rows
 
 
@@ -71,7 +71,8 @@ def build(ctx: AppContext, nav: Any) -> CompareTab:
         heat = gr.Plot(show_label=False, elem_id="compare-heatmap")
         gr.Markdown(text.CHART_CAPTIONS["heatmap"], elem_classes="caption")
         summary = gr.Dataframe(headers=SUMMARY_HEADERS, value=[], interactive=False, label="Summary", wrap=True)
-        diff = gr.Dataframe(value=[], interactive=False, label="Settings that differ", wrap=True, elem_id="compare-diff")
+        diff = gr.Dataframe(value=[], interactive=False, label="Settings that differ", wrap=True,
+                            elem_id="compare-diff")
 
     def _runs(user: str, ids: Sequence[str]) -> list[RunEntry]:
         runs = []
@@ -108,5 +109,5 @@ def build(ctx: AppContext, nav: Any) -> CompareTab:
     gr.on([picker.change, metric.change], on_compare, [picker, metric], outs, api_name="compare_draw",
           trigger_mode="always_last", **PRIVATE)
     refresh.click(on_refresh, picker, picker, api_name="compare_refresh", **PRIVATE)
-    nav.demo.load(on_refresh, picker, picker, api_name="compare_load", **PRIVATE)
+    nav.demo.load(on_page_load(on_refresh, 1), picker, picker, api_name="compare_load", **PRIVATE)
     return CompareTab(picker, on_refresh)

@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from .. import text
-from ..context import AppContext, user_errors
+from ..context import AppContext, on_page_load, user_errors
 
 PRIVATE = dict(api_visibility="private")
 TABLE_HEADERS = ["Dataset", "Classes", "Source", "On this server", "Key"]
@@ -176,5 +176,5 @@ def build(ctx: AppContext, nav: Any) -> DatasetsTab:
                   **PRIVATE)
     save.click(on_save, [picker, classes, templates], save_note, api_name="ds_save", **PRIVATE)
     table.select(on_row, table, picker, api_name="ds_row", **PRIVATE)
-    nav.demo.load(on_load, picker, [table, picker], api_name="ds_load", **PRIVATE)
+    nav.demo.load(on_page_load(on_load, 2), picker, [table, picker], api_name="ds_load", **PRIVATE)
     return DatasetsTab(table, picker)

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from .. import charts, forms, text
-from ..context import AppContext, quiet, user_errors
+from ..context import AppContext, on_page_load, quiet, user_errors
 
 PRIVATE = dict(api_visibility="private")
 ACTIVE = ("QUEUED", "RUNNING")
@@ -93,7 +93,8 @@ def job_summary(job: Any) -> str:
     if job.finished_at:
         facts.append(f"finished {_when(job.finished_at)}")
     for b in job.backoffs or []:
-        facts.append(f"memory back-off: micro-batch {b.get('micro_batch', '?')}" if isinstance(b, Mapping) else "memory back-off")
+        micro = b.get("micro_batch", "?") if isinstance(b, Mapping) else "?"
+        facts.append(f"out-of-memory back-off: micro-batch {micro}")
     if facts:
         lines.append(" · ".join(facts))
     phase = getattr(job, "phase", None)
@@ -180,9 +181,11 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
             log_y = gr.Checkbox(value=False, label="Log-scale loss", info="Useful when the loss spans decades.")
         with gr.Row():
             with gr.Column():
-                logs = gr.Code(label="Last log lines", language=None, lines=12, interactive=False, elem_id="job-logs")
+                logs = gr.Code(label="Last log lines", language=None, lines=12, max_lines=40, interactive=False,
+                               elem_id="job-logs")
             with gr.Column():
-                spec_box = gr.Code(label="Spec (frozen at submit time)", language="yaml", lines=12, interactive=False)
+                spec_box = gr.Code(label="Spec (frozen at submit time)", language="yaml", lines=12, max_lines=60,
+                                   interactive=False)
     timer = gr.Timer(ctx.poll_s, active=True)
     cache = gr.State({})
     ids = gr.State([])  # full job ids in table order (the table shows short ones)
@@ -204,8 +207,8 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
         new_cache = {"job": job_id, "points": pts, "state": job.state, "step": job.step, "msg": job.message}
         return ([gr.Group(visible=True), job_summary(job), progress_html(job),
                  charts.live_training(pts, smooth, logy), _logs(user, job_id),
-                 forms.spec_yaml(forms.canonical(job.spec)), button_help(job.state)] + [gr.Button(visible=vis[k]) for k, *_ in BUTTONS],
-                new_cache)
+                 forms.spec_yaml(forms.canonical(job.spec)), button_help(job.state)]
+                + [gr.Button(visible=vis[k]) for k, *_ in BUTTONS], new_cache)
 
     def _logs(user: str, job_id: str) -> str:
         return "\n".join(api.job_logs(user, job_id, n=40)) or "(no log lines yet)"
@@ -237,7 +240,7 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
             return out + [gr.skip()] * len(panel_outputs) + [new_cache]
         job = next((j for j in jobs if str(j.id) == job_id), None) or api.get_job(user, job_id)
         pts, got_new = _points(user, job_id, cache_v)
-        changed = job.state != cache_v.get("state") or job.step != cache_v.get("step") or job.message != cache_v.get("msg")
+        changed = (job.state, job.step, job.message) != (cache_v.get("state"), cache_v.get("step"), cache_v.get("msg"))
         if not got_new and not changed:
             return out + [gr.skip()] * len(panel_outputs) + [new_cache]
         vis = button_states(job.state)
@@ -265,7 +268,8 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
     list_outputs = [table, picker, empty, ids]
     refresh.click(on_refresh, [flt, picker], list_outputs, api_name="jobs_refresh", **PRIVATE)
     flt.change(on_refresh, [flt, picker], list_outputs, api_name="jobs_filter", **PRIVATE)
-    nav.demo.load(on_refresh, [flt, picker], list_outputs, api_name="jobs_load", **PRIVATE)
+    nav.demo.load(on_page_load(on_refresh, len(list_outputs)), [flt, picker], list_outputs, api_name="jobs_load",
+                  **PRIVATE)
     picker.change(on_select, [picker, smoothing, log_y], panel_outputs + [cache], api_name="jobs_select",
                   show_progress="hidden", **PRIVATE)
 

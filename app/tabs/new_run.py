@@ -49,7 +49,8 @@ def dataset_choices(datasets: Sequence[Mapping[str, Any]]) -> list[tuple[str, st
 def method_markdown(method: Mapping[str, Any] | None) -> str:
     if not method:
         return ""
-    return f"**{text.md_escape(method.get('title') or method.get('name'))}** — {text.md_escape(method.get('description', ''))}"
+    title = text.md_escape(method.get("title") or method.get("name"))
+    return f"**{title}** — {text.md_escape(method.get('description', ''))}"
 
 
 def bounds_note(f: FieldDef) -> str:
@@ -59,8 +60,11 @@ def bounds_note(f: FieldDef) -> str:
     lo, hi = f.minimum, f.maximum
     if lo is None and hi is None:
         return " Leave empty for none." if f.optional else ""
-    rng = (f"{_num(lo)} – {_num(hi)}" if lo is not None and hi is not None
-           else f"≥ {_num(lo)}" if lo is not None else f"≤ {_num(hi)}")
+    if f.min_exclusive and lo is not None:
+        rng = f"> {_num(lo)}" + (f" and ≤ {_num(hi)}" if hi is not None else "")
+    else:
+        rng = (f"{_num(lo)} – {_num(hi)}" if lo is not None and hi is not None
+               else f"≥ {_num(lo)}" if lo is not None else f"≤ {_num(hi)}")
     return f" Allowed: {rng}." + (" Leave empty for none." if f.optional else "")
 
 
@@ -202,7 +206,7 @@ def build(ctx: AppContext, nav: Any) -> NewRunTab:
                 start = gr.Button("Start run", variant="primary", elem_id="start")
             with gr.Accordion("Reproduce from the command line", open=False, elem_id="reproduce"):
                 preview_btn = gr.Button("Preview as CLI command", size="sm", elem_id="preview")
-                cli = gr.Code(language="shell", label="Shell", lines=10, interactive=False, elem_id="cli")
+                cli = gr.Code(language="shell", label="Shell", lines=12, max_lines=80, interactive=False, elem_id="cli")
                 yaml_dl = gr.DownloadButton("Download YAML", value=None, size="sm", visible=False, elem_id="yaml-dl")
 
     inputs = [by_path[f.path] for f in fields]
@@ -227,7 +231,8 @@ def build(ctx: AppContext, nav: Any) -> NewRunTab:
 
     all_inputs = inputs + param_inputs
 
-    def check_values(values: Sequence[Any], extras_sel: Sequence[str], extras_all: Sequence[dict]) -> tuple[str, list[dict], list[str]]:
+    def check_values(values: Sequence[Any], extras_sel: Sequence[str],
+                     extras_all: Sequence[dict]) -> tuple[str, list[dict], list[str]]:
         spec, parse_problems = collect(values)
         specs = specs_to_queue(spec, extras_sel, extras_all)
         problems = forms.preflight(spec, parse_problems, api.validate_spec)
@@ -256,11 +261,16 @@ def build(ctx: AppContext, nav: Any) -> NewRunTab:
         user = ctx.user(request)
         md, specs, problems = check_values(values, extras_sel, extras_all)
         if problems:
-            gr.Warning(f"Not started: {len(problems)} problem{'s' if len(problems) != 1 else ''} to fix (see 'Before you start').")
+            n = len(problems)
+            gr.Warning(f"Not started: {n} problem{'s' if n != 1 else ''} to fix (see 'Before you start').")
             return md, gr.skip(), gr.skip()
         prio = int(prio or 0)
-        ids = api.submit_many(user, specs, priority=prio) if len(specs) > 1 else [api.submit(user, specs[0], priority=prio)]
-        gr.Info(f"Queued {len(ids)} run{'s' if len(ids) != 1 else ''}. Follow {'them' if len(ids) > 1 else 'it'} in Jobs.")
+        if len(specs) > 1:
+            ids = api.submit_many(user, specs, priority=prio)  # all or nothing
+        else:
+            ids = [api.submit(user, specs[0], priority=prio)]
+        gr.Info(f"Queued {len(ids)} run{'s' if len(ids) != 1 else ''}. "
+                f"Follow {'them' if len(ids) > 1 else 'it'} in Jobs.")
         return md, gr.Tabs(selected="jobs"), ids[-1] if len(ids) == 1 else ids[0]
 
     def on_method(name: str) -> list:
@@ -282,8 +292,11 @@ def build(ctx: AppContext, nav: Any) -> NewRunTab:
             return [gr.skip()] * (len(all_inputs) + 1 + len(method_names) + 4)
         specs = presets[name]
         first = specs[0]
-        extras_all = [{"label": f"{s.get('name') or 'run ' + str(i + 2)} ({forms.describe_overrides(forms.overrides_between(first, s))})",
-                       "overrides": forms.overrides_between(first, s)} for i, s in enumerate(specs[1:])]
+        extras_all = []
+        for i, s in enumerate(specs[1:]):
+            ov = forms.overrides_between(first, s)
+            extras_all.append({"label": f"{s.get('name') or 'run ' + str(i + 2)} ({forms.describe_overrides(ov)})",
+                               "overrides": ov})
         labels = [e["label"] for e in extras_all]
         note = (f"Queues **{len(specs)} runs**: {', '.join(text.md_escape(s.get('name') or '?') for s in specs)}."
                 if len(specs) > 1 else "")
@@ -319,6 +332,15 @@ def build(ctx: AppContext, nav: Any) -> NewRunTab:
         spec = forms.yaml_to_spec(source or "")
         return fill(_with_defaults(spec))
 
+    def on_target(target: str, controls: list) -> Any:
+        """A dataset cannot be both the target and a control: picking it as target drops it from controls."""
+        if target in (controls or []):
+            return [c for c in controls if c != target]
+        return gr.skip()
+
+    by_path["data.target"].input(on_target, [by_path["data.target"], by_path["data.controls"]],
+                                 by_path["data.controls"], api_name="nr_target", show_progress="hidden", **PRIVATE)
+
     method_outputs = [method_md] + [groups[n] for n in method_names]
     extras_in = [extras, extras_state]
     by_path["method.name"].change(on_method, by_path["method.name"], method_outputs, api_name="nr_method",
@@ -350,8 +372,10 @@ def build(ctx: AppContext, nav: Any) -> NewRunTab:
     @user_errors
     def on_load(request: gr.Request) -> list:
         """Per user: their uploads join the dataset choices; the form starts from the first preset."""
-        user = ctx.user(request)
-        ds = api.catalog_datasets(user)
+        try:
+            ds = api.catalog_datasets(ctx.user(request))
+        except gr.Error:  # not signed in yet: the built-in catalog, and the form still fills in
+            ds = datasets
         ch = dataset_choices(ds)
         first = next(iter(presets), None)
         return [gr.Dropdown(choices=ch), gr.Dropdown(choices=ch), gr.Dropdown(value=first)]

@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from .. import charts, text
-from ..context import AppContext, user_errors
+from ..context import AppContext, on_page_load, user_errors
 from ..text import GLOSSARY, html_escape
 
 PRIVATE = dict(api_visibility="private")
@@ -35,8 +35,8 @@ def stat_cards_html(results: Mapping[str, Any]) -> str:
         ("Verdict", text.verdict(results), GLOSSARY["delta"], "neutral"),
     ]
     body = "".join(
-        f'<div class="stat-card {kind}" title="{html_escape(tip)}"><div class="stat-label">{html_escape(label)}<span class="tip" aria-hidden="true">?</span></div>'
-        f'<div class="stat-value">{html_escape(value)}</div></div>'
+        f'<div class="stat-card {kind}" title="{html_escape(tip)}"><div class="stat-label">{html_escape(label)}'
+        f'<span class="tip" aria-hidden="true">?</span></div><div class="stat-value">{html_escape(value)}</div></div>'
         for label, value, tip, kind in cards
     )
     return f'<div class="stat-cards">{body}</div>'
@@ -84,6 +84,10 @@ def build(ctx: AppContext, nav: Any) -> ReportTab:
             gr.Markdown(text.CHART_CAPTIONS["wise_ft"], elem_classes="caption")
         table = gr.Dataframe(headers=charts.REPORT_COLUMNS, value=[], interactive=False, label="All numbers",
                              wrap=True, elem_id="report-table")
+        gr.Markdown("**Zero-shot**: accuracy from text prompts alone · **Linear probe**: accuracy of a linear "
+                    "classifier on the image features · **change**: after − before, in percentage points · "
+                    "**ECE**: calibration error, lower is better. Details under *What do these numbers mean?*",
+                    elem_classes="caption")
         gr.Markdown("#### Downloads")
         with gr.Row():
             csv_dl = gr.DownloadButton("CSV", size="sm", elem_id="dl-csv")
@@ -113,8 +117,8 @@ def build(ctx: AppContext, nav: Any) -> ReportTab:
         results = api.get_results(user, job_id)  # owner-checked: another user's job is "not found"
         if results is None:
             job = api.get_job(user, job_id)
-            return [gr.Markdown(f"This run is **{text.md_escape(job.state.lower())}**; its report appears when it finishes.",
-                                visible=True), gr.Column(visible=False)] + [gr.skip()] * (len(outputs) - 2)
+            msg = f"This run is **{text.md_escape(job.state.lower())}**; its report appears when it finishes."
+            return [gr.Markdown(msg, visible=True), gr.Column(visible=False)] + [gr.skip()] * (len(outputs) - 2)
         job = api.get_job(user, job_id)
         html_path = ctx.scratch_file(f"ldifs-report-{job_id if _ID.match(job_id) else 'run'}.html")
         html_path.write_text(charts.report_html(results, str(job.title)), encoding="utf-8")
@@ -152,7 +156,7 @@ def build(ctx: AppContext, nav: Any) -> ReportTab:
 
     picker.change(on_select, picker, outputs, api_name="report_select", **PRIVATE)
     refresh.click(on_refresh, picker, picker, api_name="report_refresh", **PRIVATE)
-    nav.demo.load(on_refresh, picker, picker, api_name="report_load", **PRIVATE)
+    nav.demo.load(on_page_load(on_refresh, 1), picker, picker, api_name="report_load", **PRIVATE)
     nav.focus_report.change(on_focus, nav.focus_report, picker, api_name="report_focus", **PRIVATE)
     ckpt_btn.click(on_checkpoint, picker, ckpt_dl, api_name="report_checkpoint", **PRIVATE)
     return ReportTab(picker, headline, on_refresh, [picker])

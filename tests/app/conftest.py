@@ -30,17 +30,16 @@ def free_port() -> int:
 def serve(*, auth: str | None = None, worker: bool = True, max_file_size: str | None = None,
           poll_s: float = 0.5) -> Iterator[str]:
     """Launch the real app (tasks.api + an embedded consumer) on a free port; yields its URL."""
+    from app.main import LaunchSettings, auth_mode, build_app, launch_kwargs
     from tasks import jobs, queue
     from tasks.settings import get_settings
-
-    from app.main import LaunchSettings, auth_mode, build_app, launch_kwargs
 
     get_settings.cache_clear()
     queue.set_huey(None)
     jobs.reset_shutdown()
     settings = get_settings()
-    s = LaunchSettings(port=free_port(), auth=auth, exports_dir=str(settings.exports_dir),
-                       max_file_size=max_file_size or "500mb")
+    s = LaunchSettings.from_env(port=free_port(), auth=auth, exports_dir=str(settings.exports_dir),
+                                max_file_size=max_file_size or "500mb")
     kwargs = launch_kwargs(s)
     demo = build_app(auth=auth_mode(s), poll_s=poll_s)
     consumer = None

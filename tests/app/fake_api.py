@@ -67,7 +67,8 @@ _BACKBONES = [
      "builtin": False, "description": "open_clip ViT-B-32.", "tags": ["download"]},
 ]
 _METHODS = [
-    {"name": "ce", "title": "Cross-entropy (plain fine-tuning)", "description": "The baseline that forgets.", "params": []},
+    {"name": "ce", "title": "Cross-entropy (plain fine-tuning)", "description": "The baseline that forgets.",
+     "params": []},
     {"name": "ldifs", "title": "LDIFS (feature-space distance)", "description": "Preserves what the model knew.",
      "params": [{"name": "alpha", "type": "float", "default": 10.0, "help": "Weight of the feature-distance term.",
                  "min": 0.0, "max": 1e9},
@@ -109,7 +110,8 @@ class FakeApi:
         jid = uuid.uuid4().hex[:12]
         spec = copy.deepcopy(spec)
         now = time.time()
-        title = spec.get("name") or f"{spec.get('method', {}).get('name', 'ce')} on {spec.get('data', {}).get('target')}"
+        method, target = spec.get("method", {}).get("name", "ce"), spec.get("data", {}).get("target")
+        title = spec.get("name") or f"{method} on {target}"
         self.jobs[jid] = JobView(id=jid, owner=user, state="QUEUED", spec=spec, spec_hash="0" * 64, title=title,
                                  method=spec.get("method", {}).get("name", "ce"),
                                  target=spec.get("data", {}).get("target", "quadrant"), priority=priority,
@@ -201,7 +203,7 @@ class FakeApi:
         r = samples.results(target=j.target, method=j.method)
         r["spec"] = j.spec
         if j.method == "ce":  # make CE forget more, so compare charts have something to show
-            for k, e in r["datasets"].items():
+            for e in r["datasets"].values():
                 if e["role"] == "control":
                     e["after"]["zs_acc"] = max(0.0, e["after"]["zs_acc"] - 0.08)
         return r

@@ -25,7 +25,8 @@ def quick_demo_spec(steps: int = 3) -> dict:
         spec["backbone"] = "tiny-vit-random"  # built-in weights not generated in this checkout
     data = spec.setdefault("data", {})
     data.update(target=data.get("target", "quadrant"), max_train_samples=64, max_eval_samples=40)
-    data["controls"] = [c for c in (data.get("controls") or ["shape", "colour"]) if c != data["target"]][:2] or ["shape"]
+    controls = [c for c in (data.get("controls") or ["shape", "colour"]) if c != data["target"]]
+    data["controls"] = controls[:2] or ["shape"]
     spec.setdefault("optim", {}).update(steps=steps, epochs=None, batch_size=8, micro_batch=None, warmup_steps=1,
                                         checkpoint_every=2)
     spec.setdefault("eval", {}).update(linear_probe=False, curve_points=1, wise_ft_alphas=[])
@@ -109,3 +110,22 @@ def test_oversize_upload_is_rejected(fake_engine):
     with serve(worker=False, max_file_size="1kb") as url:
         r = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.zip", b"\0" * 4096, "application/zip")})
         assert r.status_code == 413
+
+
+def test_spaces_oauth_mode_refuses_anonymous_calls(fake_engine, monkeypatch):
+    """On a Space with hf_oauth, a visitor who has not signed in with Hugging Face can start nothing."""
+    pytest.importorskip("authlib")
+    import gradio.oauth as oauth
+
+    monkeypatch.setattr(oauth, "get_space", lambda: "me/studio")  # the real OAuth routes, not the local mock
+    env = {"SPACE_ID": "me/studio", "SPACE_HOST": "localhost", "OAUTH_CLIENT_ID": "x",
+           "OAUTH_CLIENT_SECRET": "y", "OAUTH_SCOPES": "openid profile", "OPENID_PROVIDER_URL": "https://huggingface.co"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+        if hasattr(oauth, k):
+            monkeypatch.setattr(oauth, k, v)
+    with serve(worker=False) as url:
+        c = Client(url, verbose=False)
+        for args, name in ((("optim: {steps: 3}", 0), "/submit"), (("",), "/jobs"), (("x",), "/status")):
+            with pytest.raises(Exception, match="sign in"):
+                c.predict(*args, api_name=name)

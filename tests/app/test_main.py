@@ -34,6 +34,7 @@ def test_safe_defaults():
 
 
 def test_oauth_counts_as_auth_on_spaces():
+    pytest.importorskip("authlib")  # gradio[oauth]
     s = LaunchSettings.from_env({"SPACE_ID": "me/studio", "OAUTH_CLIENT_ID": "x"}, host="0.0.0.0")
     assert main.auth_mode(s) == "oauth"
     assert launch_kwargs(s)["auth"] is None  # OAuth: handlers check the profile themselves
@@ -67,6 +68,21 @@ def test_malformed_auth_file(line):
 def test_missing_auth_file_is_a_readable_error(tmp_path):
     with pytest.raises(SpecError, match="cannot read"):
         launch_kwargs(LaunchSettings(host="0.0.0.0", auth_file=str(tmp_path / "none")))
+
+
+def test_oauth_without_its_libraries_is_a_readable_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_authlib(name, *a, **k):
+        if name == "authlib":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_authlib)
+    with pytest.raises(SpecError, match=r"gradio\[oauth\]"):
+        launch_kwargs(LaunchSettings(host="0.0.0.0", oauth=True))
 
 
 def test_bad_port():

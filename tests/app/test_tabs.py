@@ -100,3 +100,12 @@ def test_ingestion_report_escapes_names():
     detail = datasets.detail_markdown({"key": "cars", "title": "Cars", "available": False,
                                        "message": "put the files in X"})
     assert "Not on this server" in detail and "put the files in X" in detail
+
+
+def test_bounds_note():
+    from app import forms
+
+    fields = {f.path: f for f in forms.spec_fields()}
+    assert new_run.bounds_note(fields["optim.lr"]) == " Allowed: > 0 and ≤ 1."
+    assert new_run.bounds_note(fields["optim.steps"]) == " Allowed: 1 – 10,000,000. Leave empty for none."
+    assert new_run.bounds_note(fields["method.head_init"]) == ""
