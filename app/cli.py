@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Any
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see ldifs_engine/__init__.py
+
 # Command groups owned by other packages: (module, what they add). Each exposes ``register(subparsers)``.
 REGISTRARS = (
     ("tasks.cli_jobs", "submit, jobs, status, cancel, resume, logs, worker"),

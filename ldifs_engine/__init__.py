@@ -5,6 +5,13 @@ queue. Heavy imports are lazy so ``import ldifs_engine.spec`` stays cheap.
 """
 from __future__ import annotations
 
+import os
+
+# OpenMP threads that spin while waiting make PyTorch 10x slower whenever another process shares the
+# cores (the web app, a second job, a test runner). Passive waiting costs little when alone. It only
+# takes effect if set before torch is first imported, hence here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
 _LAZY = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-CONCEPT_CONTROLS = ["shape", "colour", "pattern", "size", "count"]
+CONCEPT_CONTROLS = ["shape", "colour", "pattern", "size"]  # the captioned concepts: what the model knows
 
 QUICK: dict[str, Any] = {
     "name": "Quick demo: LDIFS on quadrant",

@@ -16,6 +16,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +39,8 @@ MANIFEST_SCHEMA = "ldifs.pretrain-manifest/1"
 
 CAPTIONED_ATTRIBUTES = ("size", "colour", "pattern", "shape")  # caption word order: "small red striped circle"
 ZS_SCALE = 100.0
-LP_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
+LP_WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)  # as ldifs_engine.heads.DEFAULT_WDS
+LP_ITERS = 100
 
 # Shape is the hardest concept to see at this resolution, so captions name it more often.
 DEFAULTS = {"steps": 600, "batch_size": 256, "seed": 0, "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 50,
@@ -105,7 +107,7 @@ class _CaptionTokens:
     def __call__(self, captions: Sequence[str]) -> torch.Tensor:
         new = [c for c in dict.fromkeys(captions) if c not in self.cache]
         if new:
-            for c, t in zip(new, self.tokenizer(new)):
+            for c, t in zip(new, self.tokenizer(new), strict=True):
                 self.cache[c] = t
         return torch.stack([self.cache[c] for c in captions])
 
@@ -176,12 +178,14 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 # ---- evaluation (METHOD.md §4; the engine's heads/evaluate hold the shared versions) -------------
 @torch.no_grad()
 def _image_features(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    feats = [model.encode_image(preprocess(images[i:i + batch_size])).float() for i in range(0, len(images), batch_size)]
+    feats = [model.encode_image(preprocess(images[i:i + batch_size])).float()
+             for i in range(0, len(images), batch_size)]
     return F.normalize(torch.cat(feats), dim=-1)
 
 
 @torch.no_grad()
-def _zero_shot_weights(model: nn.Module, tokenizer, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+def _zero_shot_weights(model: nn.Module, tokenizer, classnames: Sequence[str],
+                       templates: Sequence[str]) -> torch.Tensor:
     prompts = [t.replace("{}", c) for c in classnames for t in templates]
     emb = F.normalize(model.encode_text(tokenizer(prompts)).float(), dim=-1)
     return F.normalize(emb.view(len(classnames), len(templates), -1).mean(1), dim=-1)
@@ -192,7 +196,7 @@ def _zero_shot_accuracy(feats: torch.Tensor, weights: torch.Tensor, labels: torc
     return (logits.argmax(1) == labels).float().mean().item()
 
 
-def _fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, iters: int = 200) -> nn.Linear:
+def _fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, iters: int = LP_ITERS) -> nn.Linear:
     head = nn.Linear(x.shape[1], num_classes)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
@@ -264,7 +268,8 @@ def train_concept_clip(*, steps: int = DEFAULTS["steps"], batch_size: int = DEFA
         torch.manual_seed(seed)
         model = create_concept_model()
     if model.visual.image_size[0] != IMAGE_SIZE:
-        raise RuntimeError(f"{CONFIG_NAME} expects {model.visual.image_size} images; the concept world draws {IMAGE_SIZE}")
+        raise RuntimeError(f"{CONFIG_NAME} expects {model.visual.image_size} images; "
+                           f"the concept world draws {IMAGE_SIZE}")
     tokens = _CaptionTokens(concept_tokenizer())
     gen = torch.Generator().manual_seed(concepts.stream_seed("pretrain", seed))
     opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
@@ -290,6 +295,12 @@ def train_concept_clip(*, steps: int = DEFAULTS["steps"], batch_size: int = DEFA
     return model.eval()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -301,7 +312,8 @@ def _file_sha256(path: Path) -> str:
 def pretrain_concept_clip(out_path: str | Path, *, steps: int = DEFAULTS["steps"],
                           batch_size: int = DEFAULTS["batch_size"], seed: int = DEFAULTS["seed"],
                           lr: float = DEFAULTS["lr"], weight_decay: float = DEFAULTS["weight_decay"],
-                          warmup_steps: int = DEFAULTS["warmup_steps"], mention_prob: float | dict[str, float] = DEFAULTS["mention_prob"],
+                          warmup_steps: int = DEFAULTS["warmup_steps"],
+                          mention_prob: float | dict[str, float] = DEFAULTS["mention_prob"],
                           linear_probe: bool = True, eval_keys: Sequence[str] | None = None,
                           progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Pre-train ``concept-clip-tiny`` from scratch, write ``out_path`` (safetensors) and its manifest
@@ -311,9 +323,8 @@ def pretrain_concept_clip(out_path: str | Path, *, steps: int = DEFAULTS["steps"
     The weights are stored as float16; the accuracies in the manifest are measured on exactly the
     stored weights (test splits; linear probe fitted on the train splits).
     """
-    from safetensors.torch import save_file
-
     import open_clip
+    from safetensors.torch import save_file
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -333,6 +344,7 @@ def pretrain_concept_clip(out_path: str | Path, *, steps: int = DEFAULTS["steps"
     model.load_state_dict(state, strict=True)  # measure what is shipped, not the float32 original
     tmp = out_path.with_name(out_path.name + ".tmp")
     save_file(state, str(tmp), metadata={"model": MODEL_NAME, "config": CONFIG_NAME, "data_version": DATA_VERSION})
+    tmp.chmod(0o666 & ~_umask())  # safetensors writes owner-only files; a shipped asset must be readable
     tmp.replace(out_path)
     t1 = time.perf_counter()
     accuracies = evaluate_concepts(model, eval_keys, linear_probe=linear_probe)
@@ -355,19 +367,37 @@ def pretrain_concept_clip(out_path: str | Path, *, steps: int = DEFAULTS["steps"
         "training": {"steps": steps, "batch_size": batch_size, "seed": seed, "lr": lr, "weight_decay": weight_decay,
                      "warmup_steps": warmup_steps, "mention_prob": mention_prob, "schedule": "linear warmup + cosine",
                      "optimizer": "AdamW(0.9, 0.98, eps 1e-6)", "targets": "soft: every caption true of the image",
-                     "captioned_attributes": list(CAPTIONED_ATTRIBUTES), "caption_templates": list(concepts.CAPTION_TEMPLATES),
+                     "captioned_attributes": list(CAPTIONED_ATTRIBUTES),
+                     "caption_templates": list(concepts.CAPTION_TEMPLATES),
                      "time_s": round(train_s, 1), "threads": threads},
         "eval": {"split": "test", "sizes": dict(concepts.DEFAULT_SPLIT_SIZE), "time_s": round(eval_s, 1),
                  "zero_shot": "mean of normalised template embeddings per class; logits = 100·cos",
-                 "linear_probe": "logistic regression (L-BFGS) on normalised features, weight decay chosen on 10% of train"},
+                 "linear_probe": "logistic regression (L-BFGS) on normalised features, "
+                                 "weight decay chosen on 10% of train"},
         "accuracy": accuracies,
-        "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()},
+        "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__,
+                     "python": platform.python_version()},
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     manifest_path = out_path.with_suffix(".json")
     tmp = manifest_path.with_name(manifest_path.name + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(manifest_path)
+    return manifest
+
+
+def remeasure_manifest(weights_path: str | Path = SHIPPED_WEIGHTS) -> dict:
+    """Re-measure the accuracies in a model's manifest (after an evaluation change) without re-training."""
+    weights_path = Path(weights_path)
+    manifest_path = weights_path.with_suffix(".json")
+    manifest = read_manifest(manifest_path)
+    if manifest["weights_sha256"] != _file_sha256(weights_path):
+        raise ValueError(f"{manifest_path.name} does not describe {weights_path.name} (checksum differs)")
+    t0 = time.perf_counter()
+    manifest["accuracy"] = evaluate_concepts(load_concept_clip(weights_path))
+    manifest["eval"]["time_s"] = round(time.perf_counter() - t0, 1)
+    manifest["eval"]["measured_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -145,7 +145,8 @@ def _background(n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def render(objects: Objects, gen: torch.Generator) -> Rendered:
-    """Draw the objects; continuous details (exact size, offset, colour jitter, stripe phase, noise) come from ``gen``."""
+    """Draw the objects; the continuous details (exact size, offset, colour jitter, stripe phase, noise)
+    are drawn from ``gen``."""
     n, k = objects.shape.shape
     img = _background(n, gen)
     radius_lo = torch.tensor([RADIUS_RANGE[0][0], RADIUS_RANGE[1][0]])
