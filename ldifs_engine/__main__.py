@@ -124,11 +124,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain_demo(args: argparse.Namespace) -> int:
-    from .pretrain import pretrain_concept_clip
+    from .pretrain import pretrain_demo
 
     kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
-    manifest = pretrain_concept_clip(Path(args.out), **kw)
-    print(json.dumps(manifest, indent=2, default=str))
+    pretrain_demo(Path(args.out), **kw)
     return 0
 
 

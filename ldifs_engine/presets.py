@@ -15,7 +15,7 @@ QUICK: dict[str, Any] = {
     "backbone": "concept-clip-tiny",
     "seed": 0,
     "data": {"target": "quadrant", "controls": CONCEPT_CONTROLS},
-    "method": {"name": "ldifs", "head_init": "zs", "params": {"alpha": 100.0, "final_embedding": True}},
+    "method": {"name": "ldifs", "head_init": "zs", "params": {"alpha": 20.0, "final_embedding": True}},
     "optim": {"steps": 200, "batch_size": 64, "lr": 3e-4, "weight_decay": 0.1, "warmup_steps": 20,
               "grad_clip": 1.0, "checkpoint_every": 50},
     "eval": {"zero_shot": True, "linear_probe": True, "ece": True, "curve_points": 4, "lp_max_train": 1000},
@@ -32,7 +32,7 @@ def variant(base: dict, name: str, method: dict) -> dict:
 CE_BASELINE = variant(QUICK, "CE baseline on quadrant", {"name": "ce", "head_init": "zs", "params": {}})
 LDIFS_PAPER = variant(QUICK, "LDIFS (paper default, alpha 10) on quadrant",
                       {"name": "ldifs", "head_init": "zs", "params": {"alpha": 10.0}})
-L2SP_TUNED = variant(QUICK, "L2-SP on quadrant", {"name": "l2sp", "head_init": "zs", "params": {"strength": 0.01}})
+L2SP_TUNED = variant(QUICK, "L2-SP on quadrant", {"name": "l2sp", "head_init": "zs", "params": {"strength": 0.001}})
 
 PRESETS: dict[str, list[dict]] = {
     "Quick demo": [QUICK],

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import concepts
+from .heads import DEFAULT_WDS, ZS_SCALE, fit_linear_probe, zero_shot_weights
+from .metrics import accuracy
 from .data.concept_render import ATTRIBUTES, DATA_VERSION, IMAGE_SIZE, render, sample_objects
 
 MODEL_NAME = "concept-clip-tiny"
@@ -38,8 +40,7 @@ SHIPPED_MANIFEST = ASSETS / f"{MODEL_NAME}.json"
 MANIFEST_SCHEMA = "ldifs.pretrain-manifest/1"
 
 CAPTIONED_ATTRIBUTES = ("size", "colour", "pattern", "shape")  # caption word order: "small red striped circle"
-ZS_SCALE = 100.0
-LP_WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)  # as ldifs_engine.heads.DEFAULT_WDS
+LP_WEIGHT_DECAYS = DEFAULT_WDS
 LP_ITERS = 100
 
 # Shape is the hardest concept to see at this resolution, so captions name it more often.
@@ -183,52 +184,22 @@ def _image_features(model: nn.Module, images: torch.Tensor, batch_size: int = 50
     return F.normalize(torch.cat(feats), dim=-1)
 
 
-@torch.no_grad()
 def _zero_shot_weights(model: nn.Module, tokenizer, classnames: Sequence[str],
                        templates: Sequence[str]) -> torch.Tensor:
-    prompts = [t.replace("{}", c) for c in classnames for t in templates]
-    emb = F.normalize(model.encode_text(tokenizer(prompts)).float(), dim=-1)
-    return F.normalize(emb.view(len(classnames), len(templates), -1).mean(1), dim=-1)
+    return zero_shot_weights(model, tokenizer, classnames, templates)
 
 
 def _zero_shot_accuracy(feats: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor) -> float:
-    logits = ZS_SCALE * feats @ weights.t()
-    return (logits.argmax(1) == labels).float().mean().item()
-
-
-def _fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, iters: int = LP_ITERS) -> nn.Linear:
-    head = nn.Linear(x.shape[1], num_classes)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iters, history_size=20,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-10)
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(head(x), y) + wd * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return head
+    return accuracy(ZS_SCALE * feats @ weights.t(), labels)
 
 
 def _linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                            num_classes: int, *, seed: int = 0, val_fraction: float = 0.1) -> float:
-    """Logistic regression: weight decay picked on a seeded held-out share of train, refit on all of it."""
-    with torch.enable_grad():
-        perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
-        n_val = max(1, round(len(train_x) * val_fraction))
-        val, tr = perm[:n_val], perm[n_val:]
-        scores = {}
-        for wd in LP_WEIGHT_DECAYS:
-            h = _fit_logreg(train_x[tr], train_y[tr], num_classes, wd)
-            with torch.no_grad():
-                scores[wd] = (h(train_x[val]).argmax(1) == train_y[val]).float().mean().item()
-        best = max(LP_WEIGHT_DECAYS, key=lambda w: (scores[w], w))  # ties → stronger regularisation
-        head = _fit_logreg(train_x, train_y, num_classes, best)
+    """The engine's linear probe (``heads.fit_linear_probe``), scored on the test features."""
+    head, _ = fit_linear_probe(train_x, train_y, num_classes, wds=LP_WEIGHT_DECAYS, val_fraction=val_fraction,
+                               seed=seed, iters=LP_ITERS)
     with torch.no_grad():
-        return (head(test_x).argmax(1) == test_y).float().mean().item()
+        return accuracy(head(F.normalize(test_x.float(), dim=-1)), test_y)
 
 
 def evaluate_concepts(model: nn.Module, keys: Sequence[str] | None = None, *, linear_probe: bool = True,
@@ -295,6 +266,12 @@ def train_concept_clip(*, steps: int = DEFAULTS["steps"], batch_size: int = DEFA
     return model.eval()
 
 
+def _weights_metadata() -> dict[str, str]:
+    # one key: safetensors writes a metadata map in arbitrary order, and the file should be byte-reproducible
+    return {"ldifs": json.dumps({"model": MODEL_NAME, "config": CONFIG_NAME, "data_version": DATA_VERSION},
+                                sort_keys=True)}
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -343,7 +320,7 @@ def pretrain_concept_clip(out_path: str | Path, *, steps: int = DEFAULTS["steps"
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     model.load_state_dict(state, strict=True)  # measure what is shipped, not the float32 original
     tmp = out_path.with_name(out_path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"model": MODEL_NAME, "config": CONFIG_NAME, "data_version": DATA_VERSION})
+    save_file(state, str(tmp), metadata=_weights_metadata())
     tmp.chmod(0o666 & ~_umask())  # safetensors writes owner-only files; a shipped asset must be readable
     tmp.replace(out_path)
     t1 = time.perf_counter()
