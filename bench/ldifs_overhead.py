@@ -6,7 +6,7 @@
 Median wall time per training step (forward, backward, AdamW update) of
   * CE          — cross-entropy through the head;
   * LDIFS       — as implemented: taps from the same forward as the logits, frozen reference run
-                  under inference_mode and only up to its last tap;
+                  without autograd and only up to its last tap;
   * naive LDIFS — as the original code: the trained tower runs a second time for the taps, the
                   reference runs in fp32 with autograd enabled through all blocks.
 Last line (machine-readable): ``ldifs_over_ce=<x> naive_over_ldifs=<y>``.

@@ -282,19 +282,21 @@ def reference_taps(reference: nn.Module, images: torch.Tensor, *, layout: str = 
     """Taps of the frozen reference tower; runs only up to the last tap, without autograd."""
     tower = getattr(reference, "tower", reference)
     points = tap_points(tower, layout)
-    with torch.inference_mode(), _capture(points, stop_after_last=True) as store:
+    # no_grad rather than inference_mode: its outputs may be saved by the distance's autograd graph
+    # without a defensive copy of every tap.
+    with torch.no_grad(), _capture(points, stop_after_last=True) as store:
         try:
             reference(images)
         except _StopForward:
             pass
-    return [t.clone() for t in _batch_first(tower, list(store), images.shape[0])]
+    return _batch_first(tower, list(store), images.shape[0])
 
 
 def reference_embedding(reference: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Full forward of the reference tower (for the optional final-embedding tap)."""
-    with torch.inference_mode():
+    with torch.no_grad():
         out = reference(images)
-    return (out[0] if isinstance(out, tuple) else out).clone()
+    return out[0] if isinstance(out, tuple) else out
 
 
 class FrozenReference(nn.Module):

@@ -28,3 +28,10 @@ def test_ce_forgets_and_ldifs_forgets_less(tmp_path):
 def test_demo_rejects_unknown_method():
     with pytest.raises(SpecError, match="--methods"):
         demo_spec("magic")
+
+
+@pytest.mark.parametrize("method", ["ce", "l2sp", "ldifs", "ldifs-paper", "ls", "flyp"])
+def test_every_demo_method_gives_a_valid_spec(method):
+    spec = demo_spec(method, target="count", seed=3, steps=10)
+    assert spec.data.target == "count" and "count" not in spec.data.controls
+    assert spec.optim.steps == 10 and spec.seed == 3
