@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import sys
 from collections.abc import Callable, Sequence
 
-from ldifs_engine.errors import LdifsError, SpecError
+from ldifs_engine.errors import SpecError
+from tasks.cli_errors import guarded
 
 from . import uploads
 
@@ -124,21 +124,6 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except LdifsError as e:
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-            return getattr(e, "exit_code", 1) or 1
-        except OSError as e:
-            print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
-            return 1
-
-    run.__name__ = fn.__name__
-    return run
-
-
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``dataset import|list|show|edit|delete`` to the ``ldifs`` argument parser."""
     p = subparsers.add_parser("dataset", help="import, list, show and edit datasets",
@@ -149,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help, description=help)
         q.add_argument("--user", help="act as this user (default: your OS user name)")
         q.add_argument("--json", action="store_true", help="print machine-readable JSON")
-        q.set_defaults(func=_guarded(fn))
+        q.set_defaults(func=guarded(fn))
         return q
 
     q = leaf("import", "import a zip of class folders (or with a labels.csv) and print the ingestion report",

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ldifs_engine.errors import LdifsError, SpecError
+from ldifs_engine.errors import SpecError
+from tasks.cli_errors import guarded
 
 from .store import FINAL, STATES, JobNotFound
 
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = subparsers.add_parser(name, help=help, description=help)
         p.add_argument("--user", default=None, help="act as this user (default: the OS user)")
-        p.set_defaults(func=_guarded(func))
+        p.set_defaults(func=guarded(func))
         return p
 
     p = add("submit", cmd_submit, "Queue a run from a spec file (YAML or JSON); prints the job id.")
@@ -57,21 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = add("worker", cmd_worker, "Run a job worker (one thread per GPU slot) until Ctrl-C.")
     p.add_argument("--workers", type=int, default=None, help="job slots (default: LDIFS_WORKERS or GPU count)")
-
-
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except LdifsError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return getattr(e, "exit_code", 1) or 1
-        except KeyboardInterrupt:
-            return 130
-        except BrokenPipeError:
-            return 0
-    run.__doc__ = func.__doc__
-    return run
 
 
 def _user(args: argparse.Namespace) -> str:
