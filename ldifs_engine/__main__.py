@@ -40,8 +40,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
     from .backbones import get_tokenizer, load_backbone, load_safetensors_into, preprocess_cfg
     from .data import DataContext, resolve_dataset
     from .evaluate import EvalSet, Preprocessor, evaluate_model, subset_indices
@@ -70,7 +68,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{'dataset':<14}{'ZS acc':>8}{'ZS ECE':>8}{'LP acc':>8}{'LP ECE':>8}")
         for k, m in rows.items():
             print(f"{k:<14}" + "".join(f"{_fmt(m.get(c)):>8}" for c in ("zs_acc", "zs_ece", "lp_acc", "lp_ece")))
-    del torch
     return 0
 
 

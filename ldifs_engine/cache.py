@@ -72,7 +72,6 @@ def tensors_to_bytes(tensors: dict[str, torch.Tensor], meta: dict | None = None)
 
 
 def tensors_from_bytes(blob: bytes) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors import safe_open  # noqa: F401 — validates format on load
     from safetensors.torch import load
 
     tensors = load(blob)

@@ -5,7 +5,6 @@ never change, so ``before_metrics`` goes through a byte cache keyed by a content
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -194,6 +193,3 @@ def before_metrics(model: nn.Module, es: EvalSet, pre: Preprocessor, *, key: str
     cache.set(key, tensors_to_bytes(keep or {"_": torch.zeros(0)}, {"metrics": metrics}))
     return metrics, keep, False
 
-
-def metrics_json(m: dict) -> str:
-    return json.dumps(m, sort_keys=True)

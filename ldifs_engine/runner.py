@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import __version__
 from .backbones import frozen_copy, get_tokenizer, load_backbone, preprocess_cfg, weights_fingerprint

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data.catalog import ImageSet
-from .errors import Cancelled, Diverged, InvalidCheckpoint, OutOfMemory
+from .errors import Cancelled, Diverged, OutOfMemory
 from .evaluate import Preprocessor, gather
 from .events import EventSink
 from .methods.base import Method, TrainState
@@ -216,10 +215,7 @@ class Trainer:
         if resume and self.ckpt_root is not None:
             path = latest_checkpoint(self.ckpt_root)
             if path is not None:
-                try:
-                    self.restore(path)
-                except InvalidCheckpoint:
-                    raise
+                self.restore(path)
                 resumed_from = self.step
                 self.sink.log(f"resumed from checkpoint at step {self.step}")
         if self.step == 0 and not self.curves["steps"] and self.on_curve is not None:
