@@ -4,7 +4,10 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import shutil
 import tempfile
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,7 @@ log = logging.getLogger("ldifs.app")
 
 AUTH_MODES = ("none", "password", "oauth")
 LOCAL_USER = "local"
+SCRATCH_TTL_S = 3600.0  # downloads are copied into Gradio's own cache when served; ours can go after this
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -32,6 +36,10 @@ class AppContext:
     default_user: str = LOCAL_USER
     poll_s: float = 2.0
     tmp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ldifs-app-")))
+
+    def __post_init__(self) -> None:
+        # A long-running server must not fill /tmp: the folder goes with the process (or the context).
+        weakref.finalize(self, shutil.rmtree, str(self.tmp_dir), True)
 
     def user(self, request: gr.Request | None) -> str:
         """The acting user: the signed-in name when auth is on, else the local default user.
@@ -52,7 +60,17 @@ class AppContext:
         return str(name)
 
     def scratch_file(self, filename: str) -> Path:
-        """A fresh private folder under the temp dir holding ``filename`` (a server-chosen name)."""
+        """A fresh private folder under the temp dir holding ``filename`` (a server-chosen name).
+
+        Folders older than ``SCRATCH_TTL_S`` are removed first, so downloads do not pile up."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - SCRATCH_TTL_S
+        for old in self.tmp_dir.iterdir():
+            try:
+                if old.is_dir() and old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:  # another request removed it first
+                pass
         d = Path(tempfile.mkdtemp(dir=self.tmp_dir))
         return d / (_SAFE_NAME.sub("_", filename).strip("._") or "file")
 

@@ -141,7 +141,7 @@ def lp_metrics(train_feats, train_labels, test_feats, test_labels, num_classes: 
 def evaluate_model(model: nn.Module, es: EvalSet, pre: Preprocessor, *, tokenizer, device: torch.device,
                    zero_shot: bool, linear_probe: bool, ece: bool, seed: int, autocast: bool = False,
                    zs_weights: torch.Tensor | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Metrics of ``model`` on one dataset, and the tensors worth keeping (zs weights, probe head)."""
+    """Metrics of ``model`` on one dataset, and the tensors worth keeping (the zero-shot weights)."""
     out: dict = {"zs_acc": None, "zs_ece": None, "lp_acc": None, "lp_ece": None}
     keep: dict[str, torch.Tensor] = {}
     test_f, test_y = encode_images(model.visual, es.test, es.test_idx, pre, device=device, autocast=autocast)
@@ -155,7 +155,6 @@ def evaluate_model(model: nn.Module, es: EvalSet, pre: Preprocessor, *, tokenize
         lp, head, info = lp_metrics(tr_f, tr_y, test_f, test_y, len(es.classnames), ece=ece, seed=seed)
         out.update(lp)
         out["lp_weight_decay"] = info["weight_decay"]
-        keep["lp_weight"], keep["lp_bias"] = head.weight.detach().clone(), head.bias.detach().clone()
     return out, keep
 
 
@@ -167,12 +166,12 @@ def before_key(backbone_key: str, fingerprint: str, es: EvalSet, pre: Preprocess
         "before", v=CACHE_VERSION, backbone=backbone_key, weights=fingerprint, dataset=es.key,
         source=es.info.source, classnames=list(es.classnames), templates=list(es.info.templates),
         n_test=len(es.test), n_train=len(es.train) if es.train is not None else 0,
-        test_idx=_idx_hash(es.test_idx), train_idx=_idx_hash(es.train_idx), pre=pre.cfg, flags=flags,
+        test_idx=idx_hash(es.test_idx), train_idx=idx_hash(es.train_idx), pre=pre.cfg, flags=flags,
         seed=seed, torch=torch.__version__, open_clip=open_clip.__version__,
     )
 
 
-def _idx_hash(idx: torch.Tensor | None) -> str | None:
+def idx_hash(idx: torch.Tensor | None) -> str | None:
     import hashlib
 
     return None if idx is None else hashlib.sha256(idx.numpy().tobytes()).hexdigest()[:16]
@@ -193,3 +192,24 @@ def before_metrics(model: nn.Module, es: EvalSet, pre: Preprocessor, *, key: str
     cache.set(key, tensors_to_bytes(keep or {"_": torch.zeros(0)}, {"metrics": metrics}))
     return metrics, keep, False
 
+
+
+def lp_init_head(model: nn.Module, es: EvalSet, train_idx: torch.Tensor, pre: Preprocessor, *, key: str,
+                 cache: ByteCache | None, device: torch.device, seed: int) -> nn.Linear:
+    """The LP-FT starting head: a linear probe of the pre-trained features on the run's training split.
+
+    Cached under ``key`` (the pre-trained side never changes); a damaged entry is refitted."""
+    cache = cache or NullCache()
+    blob = cache.get(key)
+    if blob is not None:
+        try:
+            t, _ = tensors_from_bytes(blob)
+            head = nn.Linear(t["weight"].shape[1], t["weight"].shape[0])
+            head.load_state_dict(t)
+            return head
+        except Exception:  # noqa: BLE001 — never trust a damaged entry
+            pass
+    feats, labels = encode_images(model.visual, es.train, train_idx, pre, device=device)
+    head, _ = fit_linear_probe(feats, labels, len(es.classnames), seed=seed)
+    cache.set(key, tensors_to_bytes(dict(head.state_dict())))
+    return head

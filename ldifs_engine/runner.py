@@ -16,14 +16,15 @@ import torch
 
 from . import __version__
 from .backbones import frozen_copy, get_tokenizer, load_backbone, preprocess_cfg, weights_fingerprint
-from .cache import ByteCache, DirCache, NullCache
+from .cache import ByteCache, DirCache, NullCache, content_key
 from .checkpoint import atomic_write_json, latest_checkpoint, save_tensors_atomic
 from .data import DataContext, resolve_dataset
 from .data.splits import seeded_split
 from .errors import Cancelled, DatasetUnavailable, LdifsError
-from .evaluate import EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model, subset_indices, zs_metrics
+from .evaluate import (EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model, idx_hash,
+                       lp_init_head, subset_indices, zs_metrics)
 from .events import EventSink
-from .heads import ZS_SCALE, fit_linear_probe, zero_shot_weights, zs_head
+from .heads import ZS_SCALE, zero_shot_weights, zs_head
 from .methods import METHODS
 from .methods.base import TrainState
 from .metrics import accuracy, forgetting_summary
@@ -188,8 +189,6 @@ def run(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: Event
             m, keep, hit = before_metrics(model, es, pre, key=key, cache=cache, **eval_kw)
             hits += hit
             before[es.key], zs_w[es.key] = m, keep["zs_weights"]
-            if es is data.target:
-                target_keep = keep
         sink.log(f"before-side: {hits} of {len(data.all)} datasets served from cache")
         eval_s = time.perf_counter() - t_eval
 
@@ -199,14 +198,12 @@ def run(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: Event
         head = None
         if method.uses_head:
             if spec.method.head_init == "lp":
-                if "lp_weight" not in target_keep:
-                    feats, labels = encode_images(model.visual, data.target.train, data.train_idx, pre, device=device)
-                    lp, _ = fit_linear_probe(feats, labels, len(data.target.classnames), seed=spec.seed)
-                    target_keep = {"lp_weight": lp.weight, "lp_bias": lp.bias}
-                head = torch.nn.Linear(target_keep["lp_weight"].shape[1], target_keep["lp_weight"].shape[0])
-                with torch.no_grad():
-                    head.weight.copy_(target_keep["lp_weight"])
-                    head.bias.copy_(target_keep["lp_bias"])
+                # Fitted on the run's own training split, so the starting head does not depend on the
+                # evaluation settings (whether the report's probe runs, or its lp_max_train cap).
+                key = content_key("lp-init", train_idx=idx_hash(data.train_idx), before=before_key(
+                    spec.backbone, fingerprint, data.target, pre, {"lp_init": True}, spec.seed))
+                head = lp_init_head(model, data.target, data.train_idx, pre, key=key, cache=cache, device=device,
+                                    seed=spec.seed).requires_grad_(True)
             else:
                 head = zs_head(zs_w[data.target.key])
             head = head.to(device)

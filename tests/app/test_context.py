@@ -64,3 +64,25 @@ def test_scratch_files_have_server_chosen_names():
     ctx = AppContext(api=None)
     p = ctx.scratch_file("../../etc/passwd")
     assert p.parent.parent == ctx.tmp_dir and ".." not in p.name and "/" not in p.name
+
+
+def test_old_scratch_folders_are_pruned_and_the_temp_dir_goes_with_the_context(tmp_path):
+    import gc
+    import os
+    import time
+
+    from app import context
+
+    ctx = AppContext(api=None, tmp_dir=tmp_path / "scratch")
+    old = ctx.scratch_file("old.csv")
+    old.write_text("x")
+    stale = time.time() - context.SCRATCH_TTL_S - 10
+    os.utime(old.parent, (stale, stale))
+    fresh = ctx.scratch_file("new.csv")
+    fresh.write_text("y")
+    assert not old.parent.exists() and fresh.exists()
+
+    root = ctx.tmp_dir
+    del ctx
+    gc.collect()
+    assert not root.exists()

@@ -153,3 +153,28 @@ def test_results_contract_and_before_cache(tmp_path, monkeypatch):
     assert r2["datasets"]["colour"]["before"] == r["datasets"]["colour"]["before"]
     logs = [e["message"] for e in read_events(tmp_path / "r2" / "events.jsonl") if e["type"] == "log"]
     assert "before-side: 2 of 2 datasets served from cache" in logs
+
+
+def test_lp_init_head_is_fitted_on_the_training_split_once_and_ignores_eval_settings(tmp_path, monkeypatch):
+    """LP-FT: the starting head is a probe of the pre-trained features on the run's training split —
+    the same whether or not the report's probe runs — and it is cached like the rest of the before side."""
+    from ldifs_engine import evaluate
+    from ldifs_engine.cache import DirCache
+
+    calls = []
+    real_fit = evaluate.fit_linear_probe
+
+    def spy(feats, labels, num_classes, **kw):
+        calls.append(len(feats))
+        return real_fit(feats, labels, num_classes, **kw)
+
+    monkeypatch.setattr(evaluate, "fit_linear_probe", spy)
+    cache = DirCache(tmp_path / "cache")
+    base = {"method.name": "ce", "method.params": {}, "method.head_init": "lp", "optim.steps": 2}
+    a = run(_spec(**base), tmp_path / "a", cache=cache)
+    assert len(calls) == 1 and calls[0] > 64  # the whole training split, not the report's capped probe set
+    init_fits = calls[0]
+    calls.clear()
+    b = run(RunSpec.from_dict(tiny_spec(**base, **{"eval.linear_probe": True})), tmp_path / "b", cache=cache)
+    assert init_fits not in calls and calls and max(calls) <= 64  # only the report's probes; the head came from cache
+    assert b["target_head_acc"]["before"] == a["target_head_acc"]["before"]
