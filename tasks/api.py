@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import io
 import json
 import shutil
@@ -77,7 +76,7 @@ __all__ = [
     "validate_spec",
 ]
 
-EXPORT_KINDS = ("checkpoint", "results", "csv", "html", "yaml")
+EXPORT_KINDS = ("checkpoint", "results", "csv", "yaml")  # the HTML report is drawn by app/charts.py
 PRIORITY_RANGE = (-10, 10)
 
 
@@ -268,8 +267,6 @@ def export_artifact(user: str, job_id: str, kind: str) -> Path:
         return _write(out_dir / f"{stem}-results.json", json.dumps(results, indent=2).encode())
     if kind == "csv":
         return _write(out_dir / f"{stem}-metrics.csv", _results_csv(results).encode())
-    if kind == "html":
-        return _write(out_dir / f"{stem}-report.html", _results_html(view, results).encode())
     final = run_dir / "final"
     files = [p for p in (final / "model.safetensors", final / "head.safetensors", run_dir / "spec.json",
                          run_dir / "results.json") if p.is_file()]
@@ -310,24 +307,6 @@ def _results_csv(results: dict) -> str:
         # A leading = + - @ would make a spreadsheet evaluate a cell; dataset keys are catalog keys, but be safe.
         w.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in row.items()})
     return buf.getvalue()
-
-
-def _results_html(view: JobView, results: dict) -> str:
-    def cell(v: Any) -> str:
-        return f"{v * 100:.1f}" if isinstance(v, (int, float)) else "&ndash;"
-
-    rows = "".join(
-        f"<tr><td>{html.escape(r['dataset'])}</td><td>{html.escape(str(r['role']))}</td><td>{r['metric']}</td>"
-        f"<td>{cell(r['before'])}</td><td>{cell(r['after'])}</td><td>{cell(r['delta'])}</td></tr>"
-        for r in _results_rows(results))
-    summary = html.escape(json.dumps(results.get("summary") or {}, indent=2))
-    return (f"<!doctype html><meta charset='utf-8'><title>{html.escape(view.title)}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:right}"
-            "td:first-child,th:first-child{text-align:left}</style>"
-            f"<h1>{html.escape(view.title)}</h1><p>{html.escape(view.method)} on {html.escape(view.target)} "
-            f"&middot; job {view.id}</p><h2>Before / after (%)</h2><table><tr><th>dataset</th><th>role</th>"
-            f"<th>metric</th><th>before</th><th>after</th><th>&Delta;</th></tr>{rows}</table>"
-            f"<h2>Summary</h2><pre>{summary}</pre>")
 
 
 # ---- catalogs --------------------------------------------------------------------------------

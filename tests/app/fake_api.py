@@ -231,7 +231,7 @@ class FakeApi:
             p = d / f"{job_id}-model.safetensors"
             p.write_bytes(b"\0" * 64)
         else:
-            raise SpecError(f"kind: {kind!r} is not one of checkpoint, results, csv, html, yaml")
+            raise SpecError(f"kind: {kind!r} is not one of checkpoint, results, csv, yaml")
         return p
 
     def status_dict(self, user: str, job_id: str) -> dict:

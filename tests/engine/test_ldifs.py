@@ -1,7 +1,6 @@
 """LDIFS pinned to its definition (METHOD.md §2)."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

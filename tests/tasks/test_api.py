@@ -137,14 +137,13 @@ def test_exports_are_copies_in_a_per_user_folder(immediate):
                                     "after": {"zs_acc": 0.75, "lp_acc": 0.9}}}
     (run_dir(job_id) / "results.json").write_text(json.dumps(res))
     exports = get_settings().exports_dir
-    paths = {kind: api.export_artifact("alice", job_id, kind) for kind in ("results", "csv", "html", "yaml")}
+    paths = {kind: api.export_artifact("alice", job_id, kind) for kind in ("results", "csv", "yaml")}
     for p in paths.values():
         assert p.is_file() and exports in p.parents and run_dir(job_id) not in p.parents
         assert "alice" not in str(p)  # the folder is a hash of the user name
     rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     zs = next(r for r in rows if r["metric"] == "zs_acc")
     assert float(zs["delta"]) == pytest.approx(0.5)
-    assert "<table>" in paths["html"].read_text()
     assert yaml.safe_load(paths["yaml"].read_text()) == api.get_job("alice", job_id).spec
     with pytest.raises(api.InvalidState, match="final checkpoint"):
         api.export_artifact("alice", job_id, "checkpoint")
