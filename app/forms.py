@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ldifs_engine.errors import SpecError
+from ldifs_engine.presets import PRESETS
 from ldifs_engine.spec import DataSpec, EvalSpec, MethodSpec, OptimSpec, RunSpec, field_help
 
 from . import text
@@ -271,29 +272,8 @@ def warnings(spec: Mapping[str, Any], backbones: Sequence[Mapping[str, Any]] = (
 
 
 # ---- presets ------------------------------------------------------------------------------------------
-_FALLBACK_PRESETS: dict[str, list[dict[str, Any]]] = {
-    "Quick demo": [{
-        "name": "Quick demo", "backbone": "concept-clip-tiny",
-        "method": {"name": "ldifs", "head_init": "zs", "params": {}},
-        "optim": {"steps": 60, "batch_size": 64, "warmup_steps": 10, "lr": 1e-4, "checkpoint_every": 20},
-        "eval": {"curve_points": 3, "linear_probe": False, "wise_ft_alphas": []},
-    }],
-    "CE baseline": [{"name": "CE baseline", "method": {"name": "ce", "params": {}}}],
-    "LDIFS (paper default, alpha 10)": [{"name": "LDIFS", "method": {"name": "ldifs", "params": {"alpha": 10.0}}}],
-}
-_FALLBACK_PRESETS["Compare CE vs LDIFS"] = [
-    {**copy.deepcopy(_FALLBACK_PRESETS["Quick demo"][0]), "name": "CE", "method": {"name": "ce", "params": {}}},
-    {**copy.deepcopy(_FALLBACK_PRESETS["Quick demo"][0]), "name": "LDIFS",
-     "method": {"name": "ldifs", "params": {"alpha": 10.0}}},
-]
-
-
 def load_presets() -> dict[str, list[dict[str, Any]]]:
-    """Presets (name → one or more spec dicts): the engine's when it ships them, else ours."""
-    try:
-        from ldifs_engine.presets import PRESETS  # pure data
-    except ImportError:
-        return copy.deepcopy(_FALLBACK_PRESETS)
+    """Presets (name → one or more spec dicts), a private copy of the engine's (pure data)."""
     return copy.deepcopy(dict(PRESETS))
 
 

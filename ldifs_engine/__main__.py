@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from .presets import DEMO_METHODS
+
 
 def _load_spec(path: str):
     from .errors import SpecError
@@ -192,11 +194,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=fn)
 
     p = sub.add_parser("demo", help="headless end-to-end demo on the built-in model: CE vs L2-SP vs LDIFS")
-    p.add_argument("--target", default=None)
+    p.add_argument("--target", default=None, help="concept dataset to fine-tune on (default: quadrant; count is the other one the model never saw named)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", default="ce,l2sp,ldifs")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--methods", default="ce,l2sp,ldifs",
+                   help=f"comma-separated, from: {', '.join(DEMO_METHODS)} (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help="fine-tuning steps per method (default: the recipe's 200)")
+    p.add_argument("--out", default="runs/demo", help="results go to OUT/<method>/results.json")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("pretrain-demo", help="re-create the built-in concept-clip-tiny from scratch")

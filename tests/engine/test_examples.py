@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ldifs_engine.presets import PRESETS
+from ldifs_engine.presets import CE_BASELINE, LDIFS_PAPER, PRESETS
 from ldifs_engine.spec import RunSpec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
@@ -21,6 +21,11 @@ def test_quick_example_is_the_quick_preset():
     quick = RunSpec.from_yaml((EXAMPLES[0].parent / "quick.yaml").read_text())
     assert quick == RunSpec.from_dict(PRESETS["Quick demo"][0])
     assert quick.backbone == "concept-clip-tiny" and quick.optim.checkpoint_every == 50
+
+
+@pytest.mark.parametrize(("filename", "preset"), [("ce_baseline.yaml", CE_BASELINE), ("ldifs_paper.yaml", LDIFS_PAPER)])
+def test_concept_examples_are_the_presets(filename, preset):
+    assert RunSpec.from_yaml((EXAMPLES[0].parent / filename).read_text()) == RunSpec.from_dict(preset)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
