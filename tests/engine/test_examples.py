@@ -32,3 +32,10 @@ def test_concept_examples_are_the_presets(filename, preset):
 def test_presets_validate(name):
     for d in PRESETS[name]:
         RunSpec.from_dict(d)
+
+
+def test_readme_shows_the_shipped_quick_spec():
+    readme = (EXAMPLES[0].parents[1] / "README.md").read_text()
+    start = readme.index("```yaml\nname: 'Quick demo") + len("```yaml\n")
+    block = readme[start:readme.index("```", start)]
+    assert block == (EXAMPLES[0].parent / "quick.yaml").read_text()
