@@ -13,27 +13,19 @@ from typing import Any
 
 import torch
 
+from . import files
 from .errors import InvalidCheckpoint
+from .files import CHECKPOINT_MARKER, checkpoint_dir, complete_checkpoints, latest_checkpoint
 
-MARKER = "COMPLETE"
+__all__ = ["MARKER", "atomic_write_json", "checkpoint_dir", "complete_checkpoints",
+           "latest_checkpoint", "load_checkpoint", "save_checkpoint", "save_tensors_atomic"]
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file + fsync + ``os.replace``: readers see the old file or the new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+MARKER = CHECKPOINT_MARKER
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False, default=_json_default))
+    """Atomic JSON that also accepts tensors and paths (as lists and strings)."""
+    files.atomic_write_json(path, obj, default=_json_default)
 
 
 def _json_default(o: Any) -> Any:
@@ -53,10 +45,6 @@ def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: 
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def checkpoint_dir(root: Path, step: int) -> Path:
-    return Path(root) / f"step-{step:08d}"
 
 
 def save_checkpoint(root: Path, step: int, *, weights: dict[str, torch.Tensor], state: dict,
@@ -82,21 +70,6 @@ def save_checkpoint(root: Path, step: int, *, weights: dict[str, torch.Tensor], 
     for old in complete_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoint directories, oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and not p.name.endswith(".tmp")
-            and (p / MARKER).exists()]
-    return sorted(dirs, key=lambda p: p.name)
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    found = complete_checkpoints(root)
-    return found[-1] if found else None
 
 
 def load_checkpoint(path: Path, *, spec_hash: str | None = None) -> tuple[dict[str, torch.Tensor], dict, dict]:

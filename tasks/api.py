@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ldifs_engine.errors import InvalidUpload, LdifsError, SpecError
+from ldifs_engine.files import atomic_write_bytes
 
 from . import queue
 from .events import event_log, format_event
@@ -259,14 +260,14 @@ def export_artifact(user: str, job_id: str, kind: str) -> Path:
 
         text = (f"# LDIFS Studio run {job_id} ({view.title})\n# re-run with: ldifs submit {stem}.yaml\n"
                 + yaml.safe_dump(view.spec, sort_keys=False))
-        return _write(out_dir / f"{stem}.yaml", text.encode())
+        return atomic_write_bytes(out_dir / f"{stem}.yaml", text.encode())
     results = get_results(user, job_id)
     if results is None:
         raise InvalidState(f"job {job_id} has no results yet (it is {view.state.lower()})")
     if kind == "results":
-        return _write(out_dir / f"{stem}-results.json", json.dumps(results, indent=2).encode())
+        return atomic_write_bytes(out_dir / f"{stem}-results.json", json.dumps(results, indent=2).encode())
     if kind == "csv":
-        return _write(out_dir / f"{stem}-metrics.csv", _results_csv(results).encode())
+        return atomic_write_bytes(out_dir / f"{stem}-metrics.csv", _results_csv(results).encode())
     final = run_dir / "final"
     files = [p for p in (final / "model.safetensors", final / "head.safetensors", run_dir / "spec.json",
                          run_dir / "results.json") if p.is_file()]
@@ -279,13 +280,6 @@ def export_artifact(user: str, job_id: str, kind: str) -> Path:
             z.write(p, arcname=p.name)
     tmp.replace(target)
     return target
-
-
-def _write(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
 
 
 def _results_rows(results: dict) -> list[dict[str, Any]]:

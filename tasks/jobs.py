@@ -22,6 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ldifs_engine import files
+from ldifs_engine.files import atomic_write_json
+
 from . import leases, queue
 from .events import Progress, read_new
 from .settings import Settings, get_settings
@@ -79,27 +82,13 @@ def write_spec(run_dir: Path, spec: dict[str, Any]) -> Path:
     """Create ``run_dir`` (owner-only) and write ``spec.json`` atomically."""
     run_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(run_dir, 0o700)
-    path = run_dir / "spec.json"
-    tmp = run_dir / ".spec.json.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(spec, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(run_dir / "spec.json", spec)
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    """The newest complete checkpoint (``checkpoints/step-N/`` with its ``COMPLETE`` marker)."""
-    best = None
-    for d in (run_dir / "checkpoints").glob("step-*"):
-        try:
-            step = int(d.name.split("-", 1)[1])
-        except ValueError:
-            continue
-        if (d / "COMPLETE").is_file() and (best is None or step > best[0]):
-            best = (step, d)
-    return best
+    """(step, directory) of the run's newest complete checkpoint, or None (torch-free)."""
+    found = files.latest_checkpoint(run_dir / "checkpoints")
+    return (files.checkpoint_step(found), found) if found is not None else None
 
 
 def request_stop(run_dir: Path, pgid: int | None, *, signal_child: bool = True) -> None:

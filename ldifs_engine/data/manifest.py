@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import DatasetUnavailable, SpecError
+from ..files import atomic_write_json
 from .catalog import DATASETS, SPLITS, DataContext, DatasetInfo, ImageSet
 from .templates import check_classnames, check_templates, normalize_classname
 
@@ -129,18 +128,8 @@ class Manifest:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then ``os.replace`` (readers never see half)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Compact UTF-8 JSON, written atomically (readers never see half a manifest)."""
+    atomic_write_json(path, obj, ensure_ascii=False, separators=(",", ":"), indent=None)
 
 
 def write_manifest(path: Path, manifest: Manifest) -> None:
