@@ -153,6 +153,8 @@ GLOSSARY: dict[str, str] = {
     "mean_forgetting": "Average change on the control datasets (all evaluated datasets except the target). "
     "This is the run's forgetting in one number.",
     "worst": "Worst control: the control dataset whose zero-shot accuracy dropped most.",
+    "verdict": "Verdict: the average change on the controls in words — little or no forgetting (0 to −1 "
+    "points), some (down to −5), clear (down to −15), strong (below −15).",
     "ece": "Calibration error (ECE): how far the model's confidence is from its actual accuracy, "
     "0 = perfectly calibrated. Lower is better.",
     "wise_ft": "WiSE-FT: mixes the original and the fine-tuned weights, 0 = original model, 1 = fully "
@@ -292,14 +294,19 @@ def headline(results: Mapping[str, Any], markup: str = "md") -> str:
     return f"{first}; {second}."
 
 
+# (lowest mean change on the controls, in points, that still earns the label), best first
+VERDICTS: tuple[tuple[float, str], ...] = (
+    (-1.0, "Little or no forgetting"),
+    (-5.0, "Some forgetting"),
+    (-15.0, "Clear forgetting"),
+    (-float("inf"), "Strong forgetting"),
+)
+
+
 def verdict(results: Mapping[str, Any]) -> str:
-    """A one-word reading of the forgetting for the report's summary card."""
+    """A few-word reading of the mean forgetting for the report's summary card (``VERDICTS``)."""
     s = forgetting_summary(results)
     if s["mean"] is None:
         return "Unknown"
     m = s["mean"] * 100
-    if m >= -1:
-        return "Little or no forgetting"
-    if m >= -5:
-        return "Some forgetting"
-    return "Strong forgetting"
+    return next(label for floor, label in VERDICTS if m >= floor)

@@ -32,7 +32,7 @@ def stat_cards_html(results: Mapping[str, Any]) -> str:
          (f"{worst_title} {text.points(s['worst_delta'])}" if (s["worst_delta"] or 0) < -0.0005 else "none got worse")
          if s["worst"] else "—",
          GLOSSARY["worst"], "bad" if (s["worst_delta"] or 0) < -0.0005 else "good"),
-        ("Verdict", text.verdict(results), GLOSSARY["delta"], "neutral"),
+        ("Verdict", text.verdict(results), GLOSSARY["verdict"], "neutral"),
     ]
     body = "".join(
         f'<div class="stat-card {kind}" title="{html_escape(tip)}"><div class="stat-label">{html_escape(label)}'

@@ -59,11 +59,21 @@ def test_number_formats():
     assert text.progress_bar(5, 10, width=4) == "██░░ 50 %" and text.progress_bar(None, 10) == "—"
 
 
+def _with_mean(delta: float) -> dict:
+    """Results with one control whose zero-shot accuracy changed by ``delta``."""
+    return {"target": "t", "datasets": {
+        "t": {"role": "target", "before": {"zs_acc": 0.25}, "after": {"zs_acc": 0.25}},
+        "c": {"role": "control", "before": {"zs_acc": 0.5}, "after": {"zs_acc": 0.5 + delta}}}}
+
+
 def test_verdict_levels():
     assert text.verdict(results()) == "Some forgetting"
     r = results()
     r["datasets"]["colour"]["after"]["zs_acc"] = 0.3
-    assert text.verdict(r) == "Strong forgetting"
+    assert text.verdict(r) == "Clear forgetting"
+    labels = [label for _, label in text.VERDICTS]
+    for mean, expected in [(0.02, 0), (-0.009, 0), (-0.03, 1), (-0.049, 1), (-0.06, 2), (-0.149, 2), (-0.33, 3)]:
+        assert text.verdict(_with_mean(mean)) == labels[expected], mean
     assert text.verdict({"datasets": {}}) == "Unknown"
 
 
