@@ -31,6 +31,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = run(spec, args.workdir, resume=args.resume, data_root=args.data_root, download=args.download)
     if getattr(args, "print_summary", False):
         print(summary_table({spec.method.name: results}))
+        if results.get("continual"):
+            print()
+            print(continual_table(results))
         print(f"results: {Path(args.workdir) / 'results.json'}")
     return 0
 
@@ -134,18 +137,31 @@ def summary_table(results_by_method: dict) -> str:
     """Before/after table of one or several runs (ZS accuracy per dataset, target head, means)."""
     lines = []
     first = next(iter(results_by_method.values()))
-    keys = list(first["datasets"])
-    head = f"{'method':<8}{'target acc':>16}" + "".join(f"{k[:10]:>11}" for k in keys[1:]) + f"{'mean ΔZS':>10}{'mean ΔLP':>10}"
+    keys = [k for k in first["datasets"] if k != first["target"]]
+    head = f"{'method':<8}{'target acc':>16}" + "".join(f"{k[:10]:>11}" for k in keys) + f"{'mean ΔZS':>10}{'mean ΔLP':>10}"
     lines.append(head)
     before = f"{'(before)':<8}{_pct(first['target_head_acc']['before']):>16}" + "".join(
-        f"{_pct(first['datasets'][k]['before']['zs_acc']):>11}" for k in keys[1:])
+        f"{_pct(first['datasets'][k]['before']['zs_acc']):>11}" for k in keys)
     lines.append(before)
     for name, r in results_by_method.items():
         s = r["summary"]
         row = f"{name:<8}{_pct(r['target_head_acc']['after']):>16}" + "".join(
-            f"{_pct(r['datasets'][k]['after']['zs_acc']):>11}" for k in keys[1:])
+            f"{_pct(r['datasets'][k]['after']['zs_acc']):>11}" for k in keys)
         row += f"{_pts(s['mean_delta_zs_controls']):>10}{_pts(s['mean_delta_lp_controls']):>10}"
         lines.append(row)
+    return "\n".join(lines)
+
+
+def continual_table(results: dict) -> str:
+    """A continual run's accuracy matrix (rows: after each stage; columns: the tasks) and summaries."""
+    c = results["continual"]
+    tasks = c["sequence"]
+    lines = [f"{'after':<16}" + "".join(f"{t[:10]:>11}" for t in tasks)]
+    for i, row in enumerate(c["task_acc"]):
+        label = "(pre-trained)" if i == 0 else f"{i}. {tasks[i - 1]}"
+        lines.append(f"{label[:16]:<16}" + "".join(f"{_pct(v):>11}" for v in row))
+    lines.append(f"Transfer {_pct(c['transfer'])} · Avg {_pct(c['avg'])} · Last {_pct(c['last'])} "
+                 "(learned tasks: their trained head; tasks not yet learned: zero-shot)")
     return "\n".join(lines)
 
 

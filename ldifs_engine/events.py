@@ -32,8 +32,19 @@ class EventSink:
         self._hb: threading.Thread | None = None
         self._hb_stop = threading.Event()
         self.step = 0
+        # A continual sequence runs one training loop per stage into one log: steps are reported
+        # on the sequence's axis (offset) and "total_steps" is the sequence's total.
+        self.step_offset = 0
+        self.total_steps: int | None = None
+        self.suppress: set[str] = set()  # event types not written (a stage's "done" is not the run's)
 
-    def emit(self, type: str, **fields: Any) -> dict:
+    def emit(self, type: str, **fields: Any) -> dict | None:
+        if type in self.suppress:
+            return None
+        if self.step_offset and isinstance(fields.get("step"), int):
+            fields["step"] += self.step_offset
+        if self.total_steps is not None and "total_steps" in fields:
+            fields["total_steps"] = self.total_steps
         event = {"t": round(time.time(), 3), "type": type, **_clean(fields)}
         line = json.dumps(event, allow_nan=False)
         with self._lock:
@@ -50,6 +61,10 @@ class EventSink:
 
     def start_heartbeat(self, every_s: float = 5.0) -> None:
         """Emit ``heartbeat`` from a daemon thread so long evaluations still look alive."""
+        if self._hb is not None and self._hb.is_alive():  # a sink shared by the stages of a sequence
+            self._hb_stop.set()
+            self._hb.join(timeout=2)
+        self._hb_stop.clear()
         def beat() -> None:
             while not self._hb_stop.wait(every_s):
                 self.emit("heartbeat", step=self.step, pid=os.getpid())

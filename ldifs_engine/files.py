@@ -73,3 +73,14 @@ def latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint under ``root``, or None."""
     found = complete_checkpoints(root)
     return found[-1] if found else None
+
+
+def latest_run_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run directory: ``checkpoints/``, or for a continual sequence
+    the latest stage that has one (``stages/NN/checkpoints/``)."""
+    run_dir = Path(run_dir)
+    for root in [*sorted((run_dir / "stages").glob("*/checkpoints"), reverse=True), run_dir / "checkpoints"]:
+        found = latest_checkpoint(root)
+        if found is not None:
+            return found
+    return None

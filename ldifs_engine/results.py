@@ -6,6 +6,7 @@ from typing import Any
 
 SCHEMA = "ldifs.results/1"
 METRICS = ("zs_acc", "zs_ece", "lp_acc", "lp_ece")
+ROLES = ("target", "control", "sequence")  # sequence = fine-tuned on earlier in a continual run
 REQUIRED = ("schema", "spec", "target", "datasets", "target_head_acc", "summary", "curves", "timing", "versions")
 
 
@@ -28,8 +29,8 @@ def results_problems(r: Any) -> list[str]:
     if ds and roles.count("target") != 1:
         p.append("datasets: exactly one dataset must have role 'target'")
     for key, d in ds.items():
-        if not isinstance(d, dict) or d.get("role") not in ("target", "control"):
-            p.append(f"datasets.{key}.role: expected 'target' or 'control'")
+        if not isinstance(d, dict) or d.get("role") not in ROLES:
+            p.append(f"datasets.{key}.role: expected one of {', '.join(ROLES)}")
             continue
         for side in ("before", "after"):
             m = d.get(side)
@@ -45,6 +46,16 @@ def results_problems(r: Any) -> list[str]:
     for side in ("before", "after"):
         if not isinstance(th, dict) or not _frac(th.get(side)):
             p.append(f"target_head_acc.{side}: expected a fraction in [0, 1] or null")
+    c = r.get("continual")
+    if c is not None:
+        seq = c.get("sequence") if isinstance(c, dict) else None
+        rows = c.get("task_acc") if isinstance(c, dict) else None
+        if not isinstance(seq, list) or len(seq) < 2:
+            p.append("continual.sequence: expected a list of at least 2 datasets")
+        elif not isinstance(rows, list) or len(rows) != len(seq) + 1 or any(
+                not isinstance(row, list) or len(row) != len(seq) or not all(map(_frac, row)) for row in rows):
+            p.append("continual.task_acc: expected one row per stage plus the pre-trained row, "
+                     "one fraction per task")
     s = r.get("summary", {})
     for k in ("mean_delta_zs_controls", "mean_delta_lp_controls", "target_gain"):
         if not isinstance(s, dict) or k not in s:

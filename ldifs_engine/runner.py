@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -138,11 +139,28 @@ def versions() -> dict:
             "open_clip": open_clip.__version__, "python": platform.python_version()}
 
 
-def run(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: EventSink | None = None,
-        cache: ByteCache | None = None, data_root: str | Path | None = None, download: bool = False,
-        device: torch.device | str | None = None, should_stop: Callable[[], bool] | None = None,
-        fault_hook: Callable[[int, int], None] | None = None, model_cache_dir: str | Path | None = None) -> dict:
-    """Fine-tune and evaluate one spec; write ``results.json`` into ``workdir`` and return it."""
+def run(spec: RunSpec, workdir: str | Path, **kw: Any) -> dict:
+    """Fine-tune and evaluate one spec — one task, or a continual sequence (``data.sequence``) — write
+    ``results.json`` into ``workdir`` and return it. Keywords as ``run_task``."""
+    if spec.data.sequence:
+        from .continual import run_sequence
+
+        return run_sequence(spec, workdir, **kw)
+    return run_task(spec, workdir, **kw)
+
+
+def run_task(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: EventSink | None = None,
+             cache: ByteCache | None = None, data_root: str | Path | None = None, download: bool = False,
+             device: torch.device | str | None = None, should_stop: Callable[[], bool] | None = None,
+             fault_hook: Callable[[int, int], None] | None = None, model_cache_dir: str | Path | None = None,
+             init_state: dict[str, torch.Tensor] | None = None, reference_state: dict[str, torch.Tensor] | None = None,
+             carry_heads: dict[str, dict[str, torch.Tensor]] | None = None) -> dict:
+    """Fine-tune and evaluate one task; write ``results.json`` into ``workdir`` and return it.
+
+    A continual sequence calls this once per stage with ``init_state`` (the previous stage's weights),
+    ``reference_state`` (weights of LDIFS's reference tower when it is not the starting model) and
+    ``carry_heads`` (earlier stages' heads, scored on the fine-tuned model as ``carried_heads_acc``).
+    """
     t_all = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     workdir = Path(workdir)
@@ -163,6 +181,8 @@ def run(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: Event
         sink.start_heartbeat()
         sink.emit("phase", phase="load", message=f"loading {spec.backbone} and {len(spec.datasets)} datasets")
         model = load_backbone(spec.backbone, device=device, cache_dir=model_cache_dir)
+        if init_state is not None:
+            model.load_state_dict(init_state)
         tokenizer = get_tokenizer(spec.backbone)
         pre = Preprocessor(preprocess_cfg(model))
         data = prepare_data(spec, ctx)
@@ -211,6 +231,9 @@ def run(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: Event
                         templates=tuple(data.target.info.templates), tokenizer=tokenizer)
         if method.needs_reference:
             st.reference = frozen_copy(model.visual).to(device)
+            if reference_state is not None:
+                st.reference.tower.load_state_dict(
+                    {k[len("visual."):]: v for k, v in reference_state.items() if k.startswith("visual.")})
         if method.needs_anchor:
             st.anchor = {f"model.visual.{n}": p.detach().clone() for n, p in model.visual.named_parameters()}
         if method.trains_text:
@@ -295,6 +318,14 @@ def run(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: Event
         f, y = encode_images(model.visual, data.target.test, data.target.test_idx, pre, device=device)
         target_head_after = head_acc(f, y, current_zs_weights(data.target))
         target_head = {"before": target_head_before, "after": target_head_after}
+        carried = {}
+        for key, state in (carry_heads or {}).items():
+            es = next(e for e in data.all if e.key == key)
+            f, y = encode_images(model.visual, es.test, es.test_idx, pre, device=device)
+            old_head = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0]).to(device)
+            old_head.load_state_dict(state)
+            with torch.no_grad():
+                carried[key] = accuracy(old_head(f.to(device)).float().cpu(), y)
         eval_s += time.perf_counter() - t_after
 
         # ---- WiSE-FT: interpolate all weights (head included) between pre-trained and fine-tuned ----
@@ -328,6 +359,8 @@ def run(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: Event
                        "started_at": started, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
             "versions": versions(), "artifacts": artifacts,
         }
+        if carry_heads:
+            results["carried_heads_acc"] = carried
         validate_results(results)
         atomic_write_json(workdir / "results.json", results)
         sink.emit("phase", phase="done", message="finished")

@@ -32,6 +32,8 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
 class DataSpec:
     target: str = _f("quadrant", "Dataset to fine-tune on (its key in the dataset catalog).")
     controls: tuple[str, ...] = _f((), "Other datasets on which forgetting is measured.")
+    sequence: tuple[str, ...] = _f((), "Continual fine-tuning: more datasets to fine-tune on after the target, in "
+                                   "this order (empty = one task).")
     val_fraction: float = _f(0.1, "Seeded share of the train split held out for validation / probe selection.", min=0.0, max=0.5)
     max_train_samples: int | None = _f(None, "Cap on training images (None = all).", min=1)
     max_eval_samples: int | None = _f(None, "Cap on images per evaluation split (None = all).", min=1)
@@ -144,7 +146,8 @@ class RunSpec:
 
     @property
     def datasets(self) -> tuple[str, ...]:
-        return (self.data.target, *self.data.controls)
+        """Every dataset the run touches: the target, the rest of a continual sequence, the controls."""
+        return (self.data.target, *self.data.sequence, *self.data.controls)
 
 
 def validate(d: Mapping[str, Any]) -> list[str]:
@@ -329,13 +332,21 @@ def _cross_checks(spec: RunSpec) -> list[str]:
         p.append(f"backbone: unknown backbone {spec.backbone!r}; choose one of: {', '.join(BACKBONES.names())}")
     for path, key in [("data.target", spec.data.target)] + [
         (f"data.controls[{i}]", k) for i, k in enumerate(spec.data.controls)
-    ]:
+    ] + [(f"data.sequence[{i}]", k) for i, k in enumerate(spec.data.sequence)]:
         if key not in DATASETS and not UPLOAD_KEY.match(key):
             p.append(f"{path}: unknown dataset {key!r}; choose one of: {', '.join(DATASETS.names())} or an uploaded dataset")
     if spec.data.target in spec.data.controls:
         p.append(f"data.controls: the target {spec.data.target!r} cannot also be a control dataset")
     if len(set(spec.data.controls)) != len(spec.data.controls):
         p.append("data.controls: a dataset is listed twice")
+    seq = spec.data.sequence
+    if spec.data.target in seq or len(set(seq)) != len(seq):
+        p.append("data.sequence: each dataset of the sequence is fine-tuned on once (the target is its first)")
+    if set(seq) & set(spec.data.controls):
+        p.append("data.sequence: a dataset cannot be both fine-tuned on and a control: "
+                 + ", ".join(sorted(set(seq) & set(spec.data.controls))))
+    if seq and spec.eval.wise_ft_alphas:
+        p.append("eval.wise_ft_alphas: WiSE-FT is not available for a continual sequence; leave it empty")
     o = spec.optim
     if (o.steps is None) == (o.epochs is None):
         p.append("optim.steps: give exactly one of optim.steps and optim.epochs")

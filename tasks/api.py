@@ -138,9 +138,10 @@ def submit_many(user: str, specs: Iterable[Any], *, priority: int = 0) -> list[s
     for rs in parsed:
         job_id = uuid.uuid4().hex
         d = rs.to_dict()
+        target = " → ".join((rs.data.target, *rs.data.sequence))  # a continual sequence shows its order
         rows.append({"id": job_id, "spec": d, "spec_hash": rs.spec_hash(), "priority": priority,
-                     "title": rs.name or f"{rs.method.name} on {rs.data.target}", "method": rs.method.name,
-                     "target": rs.data.target, "run_dir": settings.runs_dir / job_id})
+                     "title": rs.name or f"{rs.method.name} on {target}", "method": rs.method.name,
+                     "target": target, "run_dir": settings.runs_dir / job_id})
     for r in rows:
         write_spec(r["run_dir"], r["spec"])
     try:

@@ -87,7 +87,7 @@ def write_spec(run_dir: Path, spec: dict[str, Any]) -> Path:
 
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
     """(step, directory) of the run's newest complete checkpoint, or None (torch-free)."""
-    found = files.latest_checkpoint(run_dir / "checkpoints")
+    found = files.latest_run_checkpoint(run_dir)
     return (files.checkpoint_step(found), found) if found is not None else None
 
 

@@ -21,7 +21,9 @@ class LDIFSParams:
     taps: str = _f("official", "Which features: official = ln_pre + every L/4 blocks (5 taps); all_blocks = every block.",
                    choices=("official", "all_blocks"))
     final_embedding: bool = _f(False, "Also tap the final image embedding (after ln_post and projection) — not in the paper.")
-    reference: str = _f("pretrained", "Reference model: the pre-trained image tower.", choices=("pretrained",))
+    reference: str = _f("previous", "Reference tower in a continual sequence (data.sequence): previous = the model at the "
+                        "start of each stage (the authors' code), pretrained = the original model. One task: the same.",
+                        choices=("previous", "pretrained"))
 
 
 def _norm_dim(t: torch.Tensor, normalize: str) -> int:

@@ -1,0 +1,197 @@
+"""Continual fine-tuning (METHOD.md §3): fine-tune on a sequence of datasets, one stage after another,
+and report the accuracy matrix with the ZSCL-style summaries.
+
+Each stage is an ordinary one-task run (``run_task``) in ``stages/NN/``, started from the previous
+stage's weights, with every dataset of the sequence and every control evaluated before and after it.
+A stage that finished with the same spec is never redone; the stage in progress resumes from its
+checkpoint when asked to resume. The
+top-level ``results.json`` keeps the one-task schema (before = the pre-trained model, after = the end
+of the sequence, target = the last task, earlier tasks with role ``sequence``) and adds ``continual``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write_json
+from .events import EventSink
+from .metrics import forgetting_summary
+from .results import validate_results
+from .spec import RunSpec
+
+STAGES_DIR = "stages"
+
+
+def stage_specs(spec: RunSpec) -> list[RunSpec]:
+    """One single-task spec per stage: its task is the target, everything else is evaluated as a control."""
+    tasks = (spec.data.target, *spec.data.sequence)
+    evaluated = (*tasks, *spec.data.controls)
+    base = spec.name or f"{spec.method.name} on {' → '.join(tasks)}"
+    return [spec.replace(**{"data.target": key, "data.controls": [k for k in evaluated if k != key],
+                            "data.sequence": [], "name": f"{base} · stage {i + 1}/{len(tasks)}: {key}"[:120]})
+            for i, key in enumerate(tasks)]
+
+
+def stage_dir(workdir: Path, i: int) -> Path:
+    return Path(workdir) / STAGES_DIR / f"{i + 1:02d}"
+
+
+def _finished(path: Path, spec: RunSpec) -> dict | None:
+    """The stage's results if it finished with this very spec (else None: run or resume it)."""
+    try:
+        r = json.loads((path / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = r.get("spec_hash") == spec.spec_hash() and (path / "final" / "model.safetensors").is_file()
+    return r if ok else None
+
+
+def run_sequence(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: EventSink | None = None,
+                 **kw: Any) -> dict:
+    """Run every stage of ``spec``'s sequence; write the combined ``results.json`` and return it."""
+    from safetensors.torch import load_file
+
+    from .runner import StopFlag, run_task
+
+    t0 = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    own_sink = sink is None
+    sink = sink or EventSink(workdir / "events.jsonl")
+    stop_flag = None
+    if kw.get("should_stop") is None:
+        stop_flag = StopFlag(workdir)
+        stop_flag.install()
+        kw["should_stop"] = stop_flag
+    specs = stage_specs(spec)
+    per_stage = [s.optim.steps for s in specs]  # None with epochs: known per stage only
+    sink.total_steps = sum(per_stage) if all(n is not None for n in per_stage) else None
+    atomic_write_json(workdir / "spec.json", spec.to_dict())
+    reference = getattr(spec.method.params, "reference", "previous")
+    stages: list[dict] = []
+    heads: dict[str, dict] = {}
+    init_state = pretrained_state = None
+    sink.suppress = {"done"}
+    try:
+        for i, s in enumerate(specs):
+            sdir = stage_dir(workdir, i)
+            sink.step_offset = sum(n or 0 for n in per_stage[:i])
+            done = _finished(sdir, s)
+            if done is None:
+                sink.emit("phase", phase="stage", stage=i + 1, stages=len(specs), dataset=s.data.target,
+                          message=f"stage {i + 1} of {len(specs)}: fine-tuning on {s.data.target}")
+                done = run_task(s, sdir, resume=resume and sdir.is_dir(), sink=sink, init_state=init_state,
+                                reference_state=pretrained_state if reference == "pretrained" else None,
+                                carry_heads=dict(heads), **kw)
+            else:
+                sink.log(f"stage {i + 1} of {len(specs)} ({s.data.target}) already finished; kept")
+            stages.append(done)
+            init_state = load_file(str(sdir / "final" / "model.safetensors"))
+            if i == 0 and reference == "pretrained":
+                # the pre-trained tower, as the first stage's before side saw it
+                pretrained_state = _pretrained_state(spec, kw)
+            if (sdir / "final" / "head.safetensors").is_file():
+                heads[s.data.target] = load_file(str(sdir / "final" / "head.safetensors"))
+        results = combine(spec, stages, time.perf_counter() - t0)
+        final = workdir / "final"
+        shutil.rmtree(final, ignore_errors=True)
+        shutil.copytree(stage_dir(workdir, len(specs) - 1) / "final", final)
+        validate_results(results)
+        atomic_write_json(workdir / "results.json", results)
+        sink.suppress = set()
+        sink.emit("phase", phase="done", message="finished")
+        sink.emit("done", results="results.json")
+        return results
+    finally:
+        sink.step_offset, sink.suppress = 0, set()
+        if stop_flag is not None:
+            stop_flag.uninstall()
+        if own_sink:
+            sink.close()
+
+
+def _pretrained_state(spec: RunSpec, kw: dict) -> dict:
+    from .backbones import load_backbone
+
+    model = load_backbone(spec.backbone, device="cpu", cache_dir=kw.get("model_cache_dir"))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def combine(spec: RunSpec, stages: list[dict], seconds: float) -> dict:
+    """The sequence's results: the last stage's, with before = pre-trained and the ``continual`` block.
+
+    Matrix rows: 0 = the pre-trained model, i = after stage i. ``task_acc[i][j]`` is task j's trained
+    head on the row-i model once task j has been learned, its zero-shot accuracy before that.
+    Transfer = mean zero-shot accuracy on each task in the rows after earlier stages, before it is
+    learned; Avg = mean of ``task_acc`` over rows 1..n; Last = mean of the last row (ZSCL's metrics).
+    """
+    tasks = [spec.data.target, *spec.data.sequence]
+    first, last = stages[0], stages[-1]
+    keys = list(first["datasets"])
+    zs = [[first["datasets"][k]["before"]["zs_acc"] for k in keys]]
+    zs += [[st["datasets"][k]["after"]["zs_acc"] for k in keys] for st in stages]
+    task_acc: list[list[float | None]] = [[first["datasets"][t]["before"]["zs_acc"] for t in tasks]]
+    for i, st in enumerate(stages):
+        row = []
+        for j, t in enumerate(tasks):
+            if j < i:
+                acc = (st.get("carried_heads_acc") or {}).get(t, st["datasets"][t]["after"]["zs_acc"])
+            elif j == i:
+                acc = st["target_head_acc"]["after"]
+            else:
+                acc = st["datasets"][t]["after"]["zs_acc"]
+            row.append(acc)
+        task_acc.append(row)
+    n = len(tasks)
+    transfer = _mean([_mean([task_acc[i][j] for i in range(1, j + 1)]) for j in range(1, n)])
+    datasets = {}
+    for k in keys:
+        entry = dict(last["datasets"][k])
+        entry["before"] = first["datasets"][k]["before"]
+        entry["role"] = "target" if k == tasks[-1] else "sequence" if k in tasks else "control"
+        datasets[k] = entry
+    target_head = {"before": last["target_head_acc"]["before"], "after": last["target_head_acc"]["after"]}
+    curves = _concat_curves([st.get("curves") or {} for st in stages], [st["training"]["steps"] for st in stages])
+    rest = {k: v for k, v in last.items() if k != "carried_heads_acc"}
+    return {
+        **rest, "spec": spec.to_dict(), "spec_hash": spec.spec_hash(), "name": spec.name, "target": tasks[-1],
+        "datasets": datasets, "target_head_acc": target_head, "summary": forgetting_summary(datasets, target_head),
+        "curves": curves, "wise_ft": None,
+        "training": {**last["training"], "steps": sum(st["training"]["steps"] for st in stages)},
+        "timing": {**last["timing"], "total_s": seconds, "started_at": first["timing"]["started_at"],
+                   "train_s": sum(st["timing"]["train_s"] for st in stages),
+                   "eval_s": sum(st["timing"]["eval_s"] for st in stages)},
+        "continual": {
+            "sequence": tasks, "reference": getattr(spec.method.params, "reference", None), "datasets": keys,
+            "zs_acc": zs, "task_acc": task_acc,
+            "transfer": transfer, "avg": _mean([x for row in task_acc[1:] for x in row]), "last": _mean(task_acc[-1]),
+            "stages": [f"{STAGES_DIR}/{i + 1:02d}/results.json" for i in range(n)],
+        },
+    }
+
+
+def _concat_curves(curves: list[dict], steps: list[int]) -> dict:
+    """Stage curves on one step axis (each stage's step 0 is the previous stage's end: kept once)."""
+    out: dict = {"steps": [], "target_head_acc": [], "zs_acc": {}}
+    offset = 0
+    for c, n in zip(curves, steps):
+        for idx, step in enumerate(c.get("steps") or []):
+            if out["steps"] and step == 0:
+                continue  # the same model as the previous stage's last point
+            out["steps"].append(step + offset)
+            head = c.get("target_head_acc") or []
+            out["target_head_acc"].append(head[idx] if idx < len(head) else None)
+            for k, vals in (c.get("zs_acc") or {}).items():
+                out["zs_acc"].setdefault(k, [None] * (len(out["steps"]) - 1)).append(vals[idx])
+        offset += n
+    for vals in out["zs_acc"].values():
+        vals.extend([None] * (len(out["steps"]) - len(vals)))
+    return out
