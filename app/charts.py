@@ -88,10 +88,10 @@ def dataset_rows(results: Mapping[str, Any], sort_metric: str = "zs_acc") -> lis
     rows = []
     for (key, entry), title in zip(datasets.items(), titles):
         entry = entry or {}
-        role = "target" if key == target or entry.get("role") == "target" else "control"
+        role = "target" if key == target or entry.get("role") == "target" else \
+            "sequence" if entry.get("role") == "sequence" else "control"
         label = title if titles.count(title) == 1 else f"{title} ({key})"
-        if role == "target":
-            label += " · target"
+        label += {"target": " · target", "sequence": " · learned earlier"}.get(role, "")
         rows.append(DatasetRow(key, html_escape(label), title, role, dict(entry.get("before") or {}),
                                dict(entry.get("after") or {})))
 
@@ -238,6 +238,30 @@ def wise_ft(results: Mapping[str, Any]) -> go.Figure | None:
     fig.update_yaxes(ticksuffix=" %", row=1, col=1)
     fig.update_yaxes(title_text="points", row=2, col=1)
     return _layout(fig, "WiSE-FT: mixing the original and fine-tuned weights", 480, showlegend=False)
+
+
+def continual_matrix(results: Mapping[str, Any]) -> go.Figure | None:
+    """A continual run's accuracy matrix: rows = after each stage, columns = the tasks (None if one task).
+
+    Cells are the trained head's accuracy once a task has been learned (on and below the diagonal) and
+    zero-shot accuracy before that."""
+    c = results.get("continual")
+    if not c or not c.get("sequence") or not c.get("task_acc"):
+        return None
+    titles = {k: str(((results.get("datasets") or {}).get(k) or {}).get("title") or k) for k in c["sequence"]}
+    cols = [html_escape(titles[k]) for k in c["sequence"]]
+    rows = ["Pre-trained"] + [f"{i + 1}. after {html_escape(titles[k])}" for i, k in enumerate(c["sequence"])]
+    z = [[None if _num(v) is None else _num(v) * 100 for v in row] for row in c["task_acc"]]
+    cell = [["" if v is None else f"{v:.1f} %" + (" ●" if 0 < i and j < i else "") for j, v in enumerate(row)]
+            for i, row in enumerate(z)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=cols, y=rows, text=cell, texttemplate="%{text}", zmin=0, zmax=100, colorscale="Blues",
+        hoverongaps=False, colorbar=dict(title="%"), hovertemplate="<b>%{y}</b><br>%{x}: %{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category", side="top")
+    title = (f"Accuracy after each stage (● = learned task, its head) · Transfer {text.pct(c.get('transfer'))} · "
+             f"Avg {text.pct(c.get('avg'))} · Last {text.pct(c.get('last'))}")
+    return _layout(fig, title, 170 + 46 * len(rows), margin=dict(l=10, r=20, t=110, b=20))
 
 
 # ---- live training charts --------------------------------------------------------------------------
@@ -479,6 +503,9 @@ def report_figures(results: Mapping[str, Any]) -> list[tuple[str, go.Figure]]:
     w = wise_ft(results)
     if w is not None:
         figs.append((text.CHART_CAPTIONS["wise_ft"], w))
+    m = continual_matrix(results)
+    if m is not None:
+        figs.append((text.CHART_CAPTIONS["continual"], m))
     return figs
 
 

@@ -30,7 +30,8 @@ MAX_YAML_CHARS = 100_000
 BASIC = ("name", "backbone", "data.target", "data.controls", "method.name", "optim.steps", "optim.lr",
          "optim.batch_size")
 # Fields whose choices come from a catalog instead of the metadata.
-CATALOG_KINDS = {"backbone": "backbone", "data.target": "dataset", "data.controls": "datasets", "method.name": "method"}
+CATALOG_KINDS = {"backbone": "backbone", "data.target": "dataset", "data.controls": "datasets",
+                 "data.sequence": "datasets", "method.name": "method"}
 _SECTIONS: tuple[tuple[str, type], ...] = (("", RunSpec), ("data", DataSpec), ("method", MethodSpec),
                                            ("optim", OptimSpec), ("eval", EvalSpec))
 

@@ -169,6 +169,10 @@ CHART_CAPTIONS = {
     "delta": "Change in accuracy per dataset, in percentage points, sorted from worst to best.",
     "curves": "Zero-shot accuracy measured during training: which abilities faded, and when.",
     "wise_ft": GLOSSARY["wise_ft"],
+    "continual": "Continual fine-tuning: one row per stage of the sequence. Below the diagonal, how well "
+    "each task learned earlier is still solved by its own head; above it, zero-shot accuracy on tasks not "
+    "yet learned. Transfer = zero-shot accuracy on tasks before they are learned, Avg = mean of the "
+    "rows after each stage, Last = mean of the last row.",
     "live": "Training loss (task loss and the regulariser term) and learning rate over the whole run.",
     "heatmap": "Change in zero-shot accuracy for each run (rows) and dataset (columns). Red = forgot, "
     "blue = improved; blank = not measured.",
@@ -237,8 +241,8 @@ def forgetting_summary(results: Mapping[str, Any], metric: str = "zs_acc") -> di
     deltas: dict[str, float] = {}
     missing: list[str] = []
     for key, entry in (results.get("datasets") or {}).items():
-        if entry.get("role") == "target" or key == results.get("target"):
-            continue
+        if entry.get("role") in ("target", "sequence") or key == results.get("target"):
+            continue  # forgetting is measured on controls only, not on tasks fine-tuned on
         d = _delta(entry, metric)
         if d is None:
             missing.append(key)
@@ -291,6 +295,11 @@ def headline(results: Mapping[str, Any], markup: str = "md") -> str:
             second += f", worst {em(_title(results, s['worst']))} {points(wd)}"
         if s["missing"]:
             second += f" ({len(s['missing'])} more not measured)"
+    seq = (results.get("continual") or {}).get("sequence") or []
+    if len(seq) > 1:  # say what came before the last task, and where the per-task story is
+        first = f"Continual fine-tuning on {' → '.join(em(_title(results, k)) for k in seq)}. Its last stage: " \
+            + first[0].lower() + first[1:]
+        second += "; the accuracy matrix below shows every task after every stage"
     return f"{first}; {second}."
 
 

@@ -82,6 +82,9 @@ def build(ctx: AppContext, nav: Any) -> ReportTab:
         with gr.Column(visible=False) as wise_col:
             wise_plot = gr.Plot(show_label=False, elem_id="report-wiseft")
             gr.Markdown(text.CHART_CAPTIONS["wise_ft"], elem_classes="caption")
+        with gr.Column(visible=False) as seq_col:
+            seq_plot = gr.Plot(show_label=False, elem_id="report-continual")
+            gr.Markdown(text.CHART_CAPTIONS["continual"], elem_classes="caption")
         table = gr.Dataframe(headers=charts.REPORT_COLUMNS, value=[], interactive=False, label="All numbers",
                              wrap=True, elem_id="report-table")
         gr.Markdown("**Zero-shot**: accuracy from text prompts alone · **Linear probe**: accuracy of a linear "
@@ -100,7 +103,8 @@ def build(ctx: AppContext, nav: Any) -> ReportTab:
     with gr.Accordion("What do these numbers mean?", open=False, elem_id="glossary"):
         gr.Markdown(glossary_markdown())
 
-    outputs = [empty, body, headline, cards, zs_plot, lp_plot, delta_plot, curves_plot, wise_col, wise_plot, table,
+    outputs = [empty, body, headline, cards, zs_plot, lp_plot, delta_plot, curves_plot, wise_col, wise_plot, seq_col,
+               seq_plot, table,
                csv_dl, json_dl, html_dl, yaml_dl, ckpt_dl]
 
     def _export(user: str, job_id: str, kind: str) -> str | None:
@@ -124,10 +128,12 @@ def build(ctx: AppContext, nav: Any) -> ReportTab:
         html_path.write_text(charts.report_html(results, str(job.title)), encoding="utf-8")
         has_lp = charts.metric_computed(results, "lp_acc")
         w = charts.wise_ft(results)
+        m = charts.continual_matrix(results)
         return [gr.Markdown(visible=False), gr.Column(visible=True), text.headline(results), stat_cards_html(results),
                 charts.dumbbell(results, "zs_acc"),
                 gr.Plot(charts.dumbbell(results, "lp_acc") if has_lp else None, visible=has_lp),
                 charts.delta_bars(results), charts.curves(results), gr.Column(visible=w is not None), w,
+                gr.Column(visible=m is not None), m,
                 charts.report_table(results),
                 _export(user, job_id, "csv"), _export(user, job_id, "results"), str(html_path),
                 _export(user, job_id, "yaml"), gr.DownloadButton(visible=False)]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from app import charts
+from app import charts, text
 
 from .samples import HOSTILE, hostile_results, partial_results, results
 
@@ -149,3 +149,32 @@ def test_figures_serialise_to_json():
         json.loads(fig.to_json())
     assert not any(isinstance(v, float) and math.isnan(v) for v in charts.delta_bars(partial_results()).data[0].x
                    if v is not None)
+
+
+def _continual() -> dict:
+    """The sample results as a continual run: shape fine-tuned first, then quadrant."""
+    r = results()
+    r["datasets"]["shape"]["role"] = "sequence"
+    r["continual"] = {"sequence": ["shape", "quadrant"], "reference": "previous", "datasets": list(r["datasets"]),
+                      "task_acc": [[0.80, 0.26], [0.95, 0.30], [0.70, 0.97]], "zs_acc": [],
+                      "transfer": 0.30, "avg": 0.73, "last": 0.835, "stages": []}
+    return r
+
+
+def test_continual_matrix_only_for_sequences_and_in_percent():
+    assert charts.continual_matrix(results()) is None
+    fig = charts.continual_matrix(_continual())
+    hm = fig.data[0]
+    assert list(hm.z[2]) == pytest.approx([70.0, 97.0]) and list(hm.y)[0] == "Pre-trained"
+    assert hm.text[2][0].endswith("●") and not hm.text[1][1].endswith("●")  # learned tasks are marked
+    assert "Last 84 %" in fig.layout.title.text
+    assert any(f is not None and f.data and f.data[0].type == "heatmap" for _, f in charts.report_figures(_continual()))
+
+
+def test_tasks_learned_earlier_are_not_counted_as_forgetting():
+    r = _continual()
+    rows = {row.key: row for row in charts.dataset_rows(r)}
+    assert rows["shape"].role == "sequence" and "learned earlier" in rows["shape"].label
+    s = text.forgetting_summary(r)
+    assert "shape" not in s["deltas"] and s["n"] == 4
+    assert text.headline(r).startswith("Continual fine-tuning on *Shape* → *Quadrant*.")

@@ -26,7 +26,7 @@ def test_fields_cover_the_whole_spec_and_basic_first():
         if not p.startswith("method.params"):
             assert p in paths, p
     kinds = {f.path: f.kind for f in fields}
-    assert kinds["data.controls"] == "datasets" and kinds["optim.lr"] == "float"
+    assert kinds["data.controls"] == kinds["data.sequence"] == "datasets" and kinds["optim.lr"] == "float"
     assert kinds["eval.wise_ft_alphas"] == "floats" and kinds["method.head_init"] == "choice"
     assert all(f.info for f in fields), "every field needs a one-line help"
 
