@@ -116,3 +116,26 @@ def test_bad_sequences_are_refused_naming_the_field(over, field):
     with pytest.raises(SpecError) as e:
         _spec(**over)
     assert any(p.startswith(field) for p in e.value.problems), e.value.problems
+
+
+def test_a_sequence_stopped_in_its_second_stage_resumes_to_the_same_result(tmp_path):
+    from safetensors.torch import load_file
+
+    from ldifs_engine.errors import Cancelled
+
+    spec = _spec()
+    whole = run(spec, tmp_path / "whole")
+    wd = tmp_path / "stopped"
+
+    def stop_in_stage_two():
+        steps = [e["step"] for e in read_events(wd / "events.jsonl") if e["type"] == "step"]
+        return bool(steps) and steps[-1] >= 6
+
+    with pytest.raises(Cancelled):
+        run(spec, wd, should_stop=stop_in_stage_two)
+    assert (wd / "stages" / "01" / "results.json").is_file() and not (wd / "results.json").exists()
+    resumed = run(spec, wd, resume=True)
+    for got, want in zip(resumed["continual"]["task_acc"], whole["continual"]["task_acc"]):
+        assert got == pytest.approx(want, abs=1e-6)
+    wa, wb = load_file(wd / "final" / "model.safetensors"), load_file(tmp_path / "whole" / "final" / "model.safetensors")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6

@@ -39,3 +39,19 @@ def test_only_complete_checkpoints_count_and_they_sort_by_step(tmp_path):
     (root / "notes").mkdir()
     assert [files.checkpoint_step(p) for p in files.complete_checkpoints(root)] == [5, 40, 300]
     assert files.latest_checkpoint(root) == files.checkpoint_dir(root, 300)
+
+
+def test_a_continual_run_resumes_from_its_latest_stage(tmp_path):
+    def ckpt(root, step):
+        d = files.checkpoint_dir(root, step)
+        d.mkdir(parents=True)
+        (d / files.CHECKPOINT_MARKER).write_text("ok")
+        return d
+
+    assert files.latest_run_checkpoint(tmp_path) is None
+    plain = ckpt(tmp_path / "checkpoints", 50)
+    assert files.latest_run_checkpoint(tmp_path) == plain
+    ckpt(tmp_path / "stages" / "01" / "checkpoints", 200)
+    newest = ckpt(tmp_path / "stages" / "02" / "checkpoints", 50)
+    (tmp_path / "stages" / "03" / "checkpoints").mkdir(parents=True)  # started, nothing saved yet
+    assert files.latest_run_checkpoint(tmp_path) == newest
