@@ -152,7 +152,7 @@ def evaluate_model(model: nn.Module, es: EvalSet, pre: Preprocessor, *, tokenize
         keep["zs_weights"] = zs_weights
     if linear_probe and es.train is not None:
         tr_f, tr_y = encode_images(model.visual, es.train, es.train_idx, pre, device=device, autocast=autocast)
-        lp, head, info = lp_metrics(tr_f, tr_y, test_f, test_y, len(es.classnames), ece=ece, seed=seed)
+        lp, _head, info = lp_metrics(tr_f, tr_y, test_f, test_y, len(es.classnames), ece=ece, seed=seed)
         out.update(lp)
         out["lp_weight_decay"] = info["weight_decay"]
     return out, keep
@@ -191,7 +191,6 @@ def before_metrics(model: nn.Module, es: EvalSet, pre: Preprocessor, *, key: str
     metrics, keep = evaluate_model(model, es, pre, **kw)
     cache.set(key, tensors_to_bytes(keep or {"_": torch.zeros(0)}, {"metrics": metrics}))
     return metrics, keep, False
-
 
 
 def lp_init_head(model: nn.Module, es: EvalSet, train_idx: torch.Tensor, pre: Preprocessor, *, key: str,
