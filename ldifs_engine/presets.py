@@ -35,11 +35,17 @@ LDIFS_PAPER = variant(QUICK, "LDIFS (paper default, alpha 10) on quadrant",
                       {"name": "ldifs", "head_init": "lp", "params": {"alpha": 10.0}})
 L2SP_TUNED = variant(QUICK, "L2-SP on quadrant", {"name": "l2sp", "head_init": "lp", "params": {"strength": 0.01}})
 
+CONTINUAL = {**copy.deepcopy(QUICK), "name": "Continual: LDIFS on quadrant, then count",
+             "data": {"target": "quadrant", "sequence": ["count"], "controls": CONCEPT_CONTROLS},
+             "method": {"name": "ldifs", "head_init": "lp", "params": {"alpha": 50.0, "reference": "previous"}}}
+CONTINUAL["eval"]["curve_points"] = 2
+
 PRESETS: dict[str, list[dict]] = {
     "Quick demo": [QUICK],
     "CE baseline": [CE_BASELINE],
     "LDIFS (paper default, alpha 10)": [LDIFS_PAPER],
     "Compare CE vs LDIFS": [CE_BASELINE, variant(QUICK, "LDIFS on quadrant", QUICK["method"])],
+    "Continual: quadrant, then count": [CONTINUAL],
 }
 
 DEMO_METHODS: dict[str, dict] = {

@@ -119,3 +119,18 @@ def test_warnings():
     w = forms.warnings(spec, [{"key": "ViT-B-32/openai", "needs_download": True}],
                        [{"key": "shape", "available": False, "title": "Shape", "how_to_get": "put it in X"}])
     assert len(w) == 3 and any("downloaded" in x for x in w) and any("put it in X" in x for x in w)
+
+
+def test_every_preset_survives_the_form_unchanged():
+    """Loading a preset into the form and submitting it queues exactly the preset (continual included)."""
+    from tasks.api import catalog_methods
+
+    methods = {m["name"]: m for m in catalog_methods()}
+    fields = forms.spec_fields()
+    for name, specs in forms.load_presets().items():
+        for preset in specs:
+            pfields = forms.method_param_fields(methods[preset["method"]["name"]])
+            spec, problems = forms.form_to_spec(fields, forms.spec_to_form(fields, preset), pfields,
+                                                forms.params_to_form(pfields, preset["method"]["params"]))
+            assert problems == [], (name, problems)
+            assert RunSpec.from_dict(spec) == RunSpec.from_dict(preset), name

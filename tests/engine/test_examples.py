@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ldifs_engine.presets import CE_BASELINE, LDIFS_PAPER, PRESETS
+from ldifs_engine.presets import CE_BASELINE, CONTINUAL, LDIFS_PAPER, PRESETS
 from ldifs_engine.spec import RunSpec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
@@ -23,7 +23,8 @@ def test_quick_example_is_the_quick_preset():
     assert quick.backbone == "concept-clip-tiny" and quick.optim.checkpoint_every == 50
 
 
-@pytest.mark.parametrize(("filename", "preset"), [("ce_baseline.yaml", CE_BASELINE), ("ldifs_paper.yaml", LDIFS_PAPER)])
+@pytest.mark.parametrize(("filename", "preset"), [("ce_baseline.yaml", CE_BASELINE), ("ldifs_paper.yaml", LDIFS_PAPER),
+                                                ("continual.yaml", CONTINUAL)])
 def test_concept_examples_are_the_presets(filename, preset):
     assert RunSpec.from_yaml((EXAMPLES[0].parent / filename).read_text()) == RunSpec.from_dict(preset)
 
