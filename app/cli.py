@@ -98,23 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from ldifs_engine.errors import LdifsError
+    from ldifs_engine.__main__ import dispatch
 
-    try:
-        rc = args.func(args)
-    except LdifsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return int(getattr(e, "exit_code", 1) or 1)
-    except _UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except OSError as e:  # e.g. the port is taken
-        print(f"error: {e.strerror or e}", file=sys.stderr)
-        return 1
-    return int(rc or 0)
+    return dispatch(args, user_errors=(_UsageError, OSError))  # OSError: e.g. the port is taken
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -225,8 +225,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pretrain_demo)
 
 
-def dispatch(args: argparse.Namespace) -> int:
-    """Run a parsed command; typed errors become one line on stderr and their exit code."""
+def dispatch(args: argparse.Namespace, *, user_errors: tuple[type[Exception], ...] = ()) -> int:
+    """Run a parsed command; typed errors become one line on stderr and their exit code.
+
+    ``user_errors``: further exception types a caller's commands raise for the user's own mistakes
+    (their ``exit_code``, else 1; an ``OSError`` shows its ``strerror``). One policy for every ``ldifs``
+    command."""
     from .errors import LdifsError
 
     try:
@@ -234,6 +238,9 @@ def dispatch(args: argparse.Namespace) -> int:
     except LdifsError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except user_errors as e:
+        print(f"error: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return int(getattr(e, "exit_code", 1) or 1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
