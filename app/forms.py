@@ -273,6 +273,14 @@ def warnings(spec: Mapping[str, Any], backbones: Sequence[Mapping[str, Any]] = (
 
 
 # ---- presets ------------------------------------------------------------------------------------------
+def separate_datasets(target: str, sequence: Iterable[str] | None,
+                      controls: Iterable[str] | None) -> tuple[list[str], list[str]]:
+    """(sequence, controls) with each dataset in one role: a dataset fine-tuned on (the target, or later
+    in the sequence) is not a control, and the target is not repeated in the sequence."""
+    seq = [k for k in dict.fromkeys(sequence or []) if k != target]
+    return seq, [c for c in (controls or []) if c != target and c not in seq]
+
+
 def load_presets() -> dict[str, list[dict[str, Any]]]:
     """Presets (name → one or more spec dicts), a private copy of the engine's (pure data)."""
     return copy.deepcopy(dict(PRESETS))

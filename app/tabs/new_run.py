@@ -315,8 +315,8 @@ def build(ctx: AppContext, nav: Any) -> NewRunTab:
         merged = forms.apply_overrides(base, {k: v for k, v in forms.flatten(spec).items()
                                               if not k.startswith("method.params")})
         merged["method"]["params"] = dict(forms._get(spec, "method.params", {}) or {})
-        if merged["data"]["target"] in merged["data"]["controls"]:
-            merged["data"]["controls"] = [c for c in merged["data"]["controls"] if c != merged["data"]["target"]]
+        d = merged["data"]
+        d["sequence"], d["controls"] = forms.separate_datasets(d["target"], d.get("sequence"), d["controls"])
         return merged
 
     def _values_for(spec: Mapping[str, Any]) -> list:
@@ -332,14 +332,17 @@ def build(ctx: AppContext, nav: Any) -> NewRunTab:
         spec = forms.yaml_to_spec(source or "")
         return fill(_with_defaults(spec))
 
-    def on_target(target: str, controls: list) -> Any:
-        """A dataset cannot be both the target and a control: picking it as target drops it from controls."""
-        if target in (controls or []):
-            return [c for c in controls if c != target]
-        return gr.skip()
+    def on_roles(target: str, sequence: list, controls: list) -> tuple:
+        """Each dataset in one role: picking the target, or adding a dataset to the sequence, drops it
+        from the controls (and the target from the sequence)."""
+        return forms.separate_datasets(target, sequence, controls)
 
-    by_path["data.target"].input(on_target, [by_path["data.target"], by_path["data.controls"]],
-                                 by_path["data.controls"], api_name="nr_target", show_progress="hidden", **PRIVATE)
+    role_inputs = [by_path["data.target"], by_path["data.sequence"], by_path["data.controls"]]
+    role_outputs = [by_path["data.sequence"], by_path["data.controls"]]
+    by_path["data.target"].input(on_roles, role_inputs, role_outputs, api_name="nr_target", show_progress="hidden",
+                                 **PRIVATE)
+    by_path["data.sequence"].input(on_roles, role_inputs, role_outputs, api_name="nr_sequence",
+                                   show_progress="hidden", **PRIVATE)
 
     method_outputs = [method_md] + [groups[n] for n in method_names]
     extras_in = [extras, extras_state]

@@ -134,3 +134,9 @@ def test_every_preset_survives_the_form_unchanged():
                                                 forms.params_to_form(pfields, preset["method"]["params"]))
             assert problems == [], (name, problems)
             assert RunSpec.from_dict(spec) == RunSpec.from_dict(preset), name
+
+
+def test_each_dataset_has_one_role():
+    assert forms.separate_datasets("quadrant", ["count", "quadrant", "count"], ["shape", "count", "quadrant"]) == (
+        ["count"], ["shape"])
+    assert forms.separate_datasets("quadrant", None, None) == ([], [])

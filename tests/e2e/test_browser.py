@@ -149,3 +149,22 @@ def test_queue_watch_and_read_the_report(fast_env, browser, tmp_path):
         page.get_by_role("tab", name="Jobs").click()
         expect(page.locator("#jobs-table")).to_contain_text("Done", timeout=30_000)
         assert not errors, errors
+
+
+def test_a_dataset_takes_one_role_in_the_form(fast_env, browser):
+    """Picking a control as the target, or adding it to the sequence, takes it out of the controls."""
+    from playwright.sync_api import expect
+
+    with serve(poll_s=0.5) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        expect(page.locator("#preflight")).to_contain_text("Ready", timeout=30_000)
+        controls = page.locator("#f-data-controls")
+        expect(controls).to_contain_text("Shape")
+        pick(page, "f-data-target", "Shape")
+        expect(controls).not_to_contain_text("Shape", timeout=10_000)
+        expect(controls).to_contain_text("Colour")
+        page.get_by_text("Advanced settings").click()
+        pick(page, "f-data-sequence", "Colour")
+        expect(controls).not_to_contain_text("Colour", timeout=10_000)
+        expect(page.locator("#f-data-sequence")).to_contain_text("Colour")
