@@ -85,7 +85,7 @@ def run_sequence(spec: RunSpec, workdir: str | Path, *, resume: bool = False, si
                           message=f"stage {i + 1} of {len(specs)}: fine-tuning on {s.data.target}")
                 done = run_task(s, sdir, resume=resume and sdir.is_dir(), sink=sink, init_state=init_state,
                                 reference_state=pretrained_state if reference == "pretrained" else None,
-                                carry_heads=dict(heads), **kw)
+                                carry_heads=dict(heads), cache_after=i + 1 < len(specs), **kw)
             else:
                 sink.log(f"stage {i + 1} of {len(specs)} ({s.data.target}) already finished; kept")
             stages.append(done)

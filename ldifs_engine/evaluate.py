@@ -165,8 +165,10 @@ def before_key(backbone_key: str, fingerprint: str, es: EvalSet, pre: Preprocess
     return content_key(
         "before", v=CACHE_VERSION, backbone=backbone_key, weights=fingerprint, dataset=es.key,
         source=es.info.source, classnames=list(es.classnames), templates=list(es.info.templates),
-        n_test=len(es.test), n_train=len(es.train) if es.train is not None else 0,
-        test_idx=idx_hash(es.test_idx), train_idx=idx_hash(es.train_idx), pre=pre.cfg, flags=flags,
+        n_test=len(es.test), test_idx=idx_hash(es.test_idx), pre=pre.cfg, flags=flags,
+        # the probe's training images matter only when there is a probe
+        n_train=len(es.train) if es.train is not None and flags.get("lp") else 0,
+        train_idx=idx_hash(es.train_idx) if flags.get("lp") else None,
         seed=seed, torch=torch.__version__, open_clip=open_clip.__version__,
     )
 
@@ -189,8 +191,14 @@ def before_metrics(model: nn.Module, es: EvalSet, pre: Preprocessor, *, key: str
         except Exception:  # a damaged entry is recomputed, never trusted
             pass
     metrics, keep = evaluate_model(model, es, pre, **kw)
-    cache.set(key, tensors_to_bytes(keep or {"_": torch.zeros(0)}, {"metrics": metrics}))
+    remember_before(cache, key, metrics, keep)
     return metrics, keep, False
+
+
+def remember_before(cache: ByteCache, key: str, metrics: dict, keep: dict[str, torch.Tensor]) -> None:
+    """Store what ``before_metrics`` would compute under ``key`` (also used to hand a continual
+    sequence's next stage the evaluation its starting weights already had)."""
+    cache.set(key, tensors_to_bytes(keep or {"_": torch.zeros(0)}, {"metrics": metrics}))
 
 
 def lp_init_head(model: nn.Module, es: EvalSet, train_idx: torch.Tensor, pre: Preprocessor, *, key: str,

@@ -23,7 +23,7 @@ from .data import DataContext, resolve_dataset
 from .data.splits import seeded_split
 from .errors import Cancelled, DatasetUnavailable, LdifsError
 from .evaluate import (EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model, idx_hash,
-                       lp_init_head, subset_indices, zs_metrics)
+                       lp_init_head, remember_before, subset_indices, zs_metrics)
 from .events import EventSink
 from .heads import ZS_SCALE, zero_shot_weights, zs_head
 from .methods import METHODS
@@ -154,12 +154,13 @@ def run_task(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: 
              device: torch.device | str | None = None, should_stop: Callable[[], bool] | None = None,
              fault_hook: Callable[[int, int], None] | None = None, model_cache_dir: str | Path | None = None,
              init_state: dict[str, torch.Tensor] | None = None, reference_state: dict[str, torch.Tensor] | None = None,
-             carry_heads: dict[str, dict[str, torch.Tensor]] | None = None) -> dict:
+             carry_heads: dict[str, dict[str, torch.Tensor]] | None = None, cache_after: bool = False) -> dict:
     """Fine-tune and evaluate one task; write ``results.json`` into ``workdir`` and return it.
 
     A continual sequence calls this once per stage with ``init_state`` (the previous stage's weights),
     ``reference_state`` (weights of LDIFS's reference tower when it is not the starting model) and
-    ``carry_heads`` (earlier stages' heads, scored on the fine-tuned model as ``carried_heads_acc``).
+    ``carry_heads`` (earlier stages' heads, scored on the fine-tuned model as ``carried_heads_acc``) and
+    ``cache_after`` (store the final evaluation as the "before" side of the fine-tuned weights).
     """
     t_all = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -301,8 +302,13 @@ def run_task(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: 
         t_after = time.perf_counter()
         sink.emit("phase", phase="after_eval", message="evaluating the fine-tuned model")
         after, datasets = {}, {}
+        after_fingerprint = weights_fingerprint(model) if cache_after else None
         for es in data.all:
-            m, _ = evaluate_model(model, es, pre, zs_weights=None if method.trains_text else zs_w[es.key], **eval_kw)
+            m, keep = evaluate_model(model, es, pre, zs_weights=None if method.trains_text else zs_w[es.key],
+                                     **eval_kw)
+            if after_fingerprint is not None:  # the next stage of a sequence starts from these very weights
+                remember_before(cache, before_key(spec.backbone, after_fingerprint, es, pre, flags, spec.seed),
+                                m, keep)
             if method.trains_text:
                 f, y = encode_images(model.visual, es.test, es.test_idx, pre, device=device)
                 m["zs_acc_pretrained_text"] = zs_metrics(f, y, zs_w[es.key], ece=False)["zs_acc"]

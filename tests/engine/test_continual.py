@@ -46,6 +46,9 @@ def test_a_sequence_chains_stages_and_reports_the_matrix(tmp_path):
     steps = [e["step"] for e in events if e["type"] == "step"]
     assert steps == list(range(1, 9)) and {e["total_steps"] for e in events if e["type"] == "step"} == {8}
     assert [e["type"] for e in events].count("done") == 1
+    # stage 2 starts from weights stage 1 has just evaluated: its "before" side is not recomputed
+    before_logs = [e["message"] for e in events if e["type"] == "log" and e["message"].startswith("before-side")]
+    assert before_logs[-1] == "before-side: 3 of 3 datasets served from cache"
     assert r["curves"]["steps"] == sorted(set(r["curves"]["steps"])) and r["curves"]["steps"][-1] == 8
 
 
