@@ -87,9 +87,9 @@ def main() -> int:
             else:
                 print("Traceback (most recent call last):\n  ...\nRuntimeError: " + fail_msg, file=sys.stderr)
             return int(fail_code)
-        if (workdir / "STOP").exists() and not ignore_stop:
-            STOP["requested"] = True
-        if STOP["requested"]:
+        # As the real engine's StopFlag: the STOP file alone does not count as a first SIGINT, so the
+        # worker's one SIGINT arriving after the file was seen is not taken as a second (abort).
+        if STOP["requested"] or ((workdir / "STOP").exists() and not ignore_stop):
             if last_ckpt != step:
                 save(workdir, step, state, micro)
                 emit("checkpoint", step=step, path=f"checkpoints/step-{step:08d}")
