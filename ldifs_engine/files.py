@@ -75,11 +75,19 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
+STAGES_DIR = "stages"  # a continual run's stages: stages/01/, stages/02/, … each an ordinary run directory
+
+
+def stage_dir(run_dir: Path, i: int) -> Path:
+    """The run directory of stage ``i`` (0-based) of a continual run."""
+    return Path(run_dir) / STAGES_DIR / f"{i + 1:02d}"
+
+
 def latest_run_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run directory: ``checkpoints/``, or for a continual sequence
     the latest stage that has one (``stages/NN/checkpoints/``)."""
     run_dir = Path(run_dir)
-    for root in [*sorted((run_dir / "stages").glob("*/checkpoints"), reverse=True), run_dir / "checkpoints"]:
+    for root in [*sorted((run_dir / STAGES_DIR).glob("*/checkpoints"), reverse=True), run_dir / "checkpoints"]:
         found = latest_checkpoint(root)
         if found is not None:
             return found

@@ -9,9 +9,9 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -303,6 +303,14 @@ def run_task(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: 
         sink.emit("phase", phase="after_eval", message="evaluating the fine-tuned model")
         after, datasets = {}, {}
         after_fingerprint = weights_fingerprint(model) if cache_after else None
+        head_feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def test_feats(es: EvalSet) -> tuple[torch.Tensor, torch.Tensor]:
+            """fp32 test embeddings of the fine-tuned model, which heads are scored on; encoded once."""
+            if es.key not in head_feats:
+                head_feats[es.key] = encode_images(model.visual, es.test, es.test_idx, pre, device=device)
+            return head_feats[es.key]
+
         for es in data.all:
             m, keep = evaluate_model(model, es, pre, zs_weights=None if method.trains_text else zs_w[es.key],
                                      **eval_kw)
@@ -310,8 +318,7 @@ def run_task(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: 
                 remember_before(cache, before_key(spec.backbone, after_fingerprint, es, pre, flags, spec.seed),
                                 m, keep)
             if method.trains_text:
-                f, y = encode_images(model.visual, es.test, es.test_idx, pre, device=device)
-                m["zs_acc_pretrained_text"] = zs_metrics(f, y, zs_w[es.key], ece=False)["zs_acc"]
+                m["zs_acc_pretrained_text"] = zs_metrics(*test_feats(es), zs_w[es.key], ece=False)["zs_acc"]
             after[es.key] = m
             datasets[es.key] = {
                 "role": "target" if es is data.target else "control", "title": es.info.title,
@@ -321,13 +328,11 @@ def run_task(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: 
             }
             if "zs_acc_pretrained_text" in m:
                 datasets[es.key]["after"]["zs_acc_pretrained_text"] = m["zs_acc_pretrained_text"]
-        f, y = encode_images(model.visual, data.target.test, data.target.test_idx, pre, device=device)
-        target_head_after = head_acc(f, y, current_zs_weights(data.target))
+        target_head_after = head_acc(*test_feats(data.target), current_zs_weights(data.target))
         target_head = {"before": target_head_before, "after": target_head_after}
         carried = {}
         for key, state in (carry_heads or {}).items():
-            es = next(e for e in data.all if e.key == key)
-            f, y = encode_images(model.visual, es.test, es.test_idx, pre, device=device)
+            f, y = test_feats(next(e for e in data.all if e.key == key))
             old_head = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0]).to(device)
             old_head.load_state_dict(state)
             with torch.no_grad():
