@@ -82,6 +82,8 @@ class Settings:
     cache_size_limit_bytes: int = 4 * 1024**3
     log_tail_lines: int = 40
     db_journal_mode: str = "wal"  # "delete" when LDIFS_HOME is on a shared network filesystem
+    db_url: str = field(default="", repr=False)  # postgresql://… → job store on a database server; "" → SQLite
+    shared_dir: Path | None = None  # runs/ and datasets/ live here (a volume every machine mounts); None → home
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -94,11 +96,11 @@ class Settings:
 
     @property
     def runs_dir(self) -> Path:
-        return self.home / "runs"
+        return (self.shared_dir or self.home) / "runs"
 
     @property
     def datasets_dir(self) -> Path:
-        return self.home / "datasets"
+        return (self.shared_dir or self.home) / "datasets"
 
     @property
     def uploads_dir(self) -> Path:
@@ -127,7 +129,7 @@ class Settings:
 
     def ensure_dirs(self) -> Settings:
         """Create the data folders with owner-only permissions."""
-        for p in (self.home, self.runs_dir, self.datasets_dir, self.uploads_dir, self.cache_dir,
+        for p in (self.home, *((self.shared_dir,) if self.shared_dir else ()), self.runs_dir, self.datasets_dir, self.uploads_dir, self.cache_dir,
                   self.exports_dir, self.models_dir, self.locks_dir):
             p.mkdir(parents=True, exist_ok=True)
             os.chmod(p, 0o700)
@@ -147,6 +149,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         queue_url = os.environ.get("LDIFS_QUEUE_URL", "").strip()
         if queue_url and not queue_url.startswith(("redis://", "rediss://", "unix://")):
             raise SpecError(f"LDIFS_QUEUE_URL: expected redis://host:port/db (or unset for SQLite), got {queue_url!r}")
+        db_url = os.environ.get("LDIFS_DB_URL", "").strip()
+        if db_url and not db_url.startswith(("postgresql://", "postgres://")):
+            raise SpecError("LDIFS_DB_URL: expected postgresql://user:password@host:port/dbname (or unset for SQLite)")
+        shared = os.environ.get("LDIFS_SHARED_DIR", "").strip()
         return Settings(
             home=home,
             queue_url=queue_url,
@@ -172,6 +178,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             cache_size_limit_bytes=_int("LDIFS_CACHE_SIZE_LIMIT_BYTES", 4 * 1024**3, 1024**2),
             log_tail_lines=_int("LDIFS_LOG_TAIL_LINES", 40, 1),
             db_journal_mode=_choice("LDIFS_DB_JOURNAL", "wal", ("wal", "delete")),
+            db_url=db_url,
+            shared_dir=Path(shared).expanduser().resolve() if shared else None,
         )
     finally:
         if env is not os.environ:

@@ -16,13 +16,14 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ldifs_engine.errors import LdifsError
+
+from .db import JOURNAL_MODES, Database, Migration, StoreUnavailable, open_database  # noqa: F401 — re-exported
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -34,7 +35,6 @@ PENDING = (QUEUED, INTERRUPTED)  # waiting for a worker (INTERRUPTED = will resu
 FINAL = (DONE, FAILED, CANCELLED)
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 CANCEL_MODES = ("stop", "kill")
-JOURNAL_MODES = ("wal", "delete")  # delete: for a store on a shared network filesystem (WAL needs one host)
 
 
 class JobNotFound(LdifsError):
@@ -93,6 +93,8 @@ class JobView:
         return d
 
 
+# Types are spelled so both backends read them right: SQLite maps DOUBLE PRECISION / BIGINT to its REAL /
+# INTEGER affinities; PostgreSQL's REAL would be 4-byte floats (timestamps need 8).
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY,
@@ -103,19 +105,19 @@ CREATE TABLE IF NOT EXISTS jobs (
   title TEXT NOT NULL DEFAULT '',
   method TEXT NOT NULL DEFAULT '',
   target TEXT NOT NULL DEFAULT '',
-  priority INTEGER NOT NULL DEFAULT 0,
-  created_at REAL NOT NULL,
-  started_at REAL,
-  finished_at REAL,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  crashes INTEGER NOT NULL DEFAULT 0,
-  heartbeat_at REAL,
+  priority BIGINT NOT NULL DEFAULT 0,
+  created_at DOUBLE PRECISION NOT NULL,
+  started_at DOUBLE PRECISION,
+  finished_at DOUBLE PRECISION,
+  attempts BIGINT NOT NULL DEFAULT 0,
+  crashes BIGINT NOT NULL DEFAULT 0,
+  heartbeat_at DOUBLE PRECISION,
   phase TEXT,
-  step INTEGER NOT NULL DEFAULT 0,
-  total_steps INTEGER,
-  eta_s REAL,
-  samples_per_s REAL,
-  checkpoint_step INTEGER,
+  step BIGINT NOT NULL DEFAULT 0,
+  total_steps BIGINT,
+  eta_s DOUBLE PRECISION,
+  samples_per_s DOUBLE PRECISION,
+  checkpoint_step BIGINT,
   message TEXT NOT NULL DEFAULT '',
   log_tail TEXT NOT NULL DEFAULT '[]',
   backoffs TEXT NOT NULL DEFAULT '[]',
@@ -123,18 +125,24 @@ CREATE TABLE IF NOT EXISTS jobs (
   result_path TEXT,
   task_id TEXT,
   host TEXT,
-  worker_pid INTEGER,
-  worker_start INTEGER,
-  pid INTEGER,
-  pgid INTEGER,
-  events_offset INTEGER NOT NULL DEFAULT 0,
+  worker_pid BIGINT,
+  worker_start BIGINT,
+  pid BIGINT,
+  pgid BIGINT,
+  events_offset BIGINT NOT NULL DEFAULT 0,
   cancel_mode TEXT,
-  cancel_at REAL,
-  exit_code INTEGER
+  cancel_at DOUBLE PRECISION,
+  exit_code BIGINT
 );
 CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created_at);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 """
+
+# Applied in order on start (``Database.migrate``), on SQLite and PostgreSQL alike: a new column or
+# index is a new entry here (portable SQL, or a function ``(con, backend_name)`` for data rewrites).
+MIGRATIONS: list[Migration] = [
+    (1, "jobs table", _SCHEMA),
+]
 
 # Columns the worker may write while a job runs (everything else changes only through transitions).
 _PROGRESS = frozenset({"heartbeat_at", "phase", "step", "total_steps", "eta_s", "samples_per_s",
@@ -143,48 +151,35 @@ _JSON_COLUMNS = frozenset({"log_tail", "backoffs"})
 
 
 class JobStore:
-    """SQLite-backed job records. Thread-safe (one connection per thread); several processes share it."""
+    """Job records in SQLite or PostgreSQL (``db_url``). Thread-safe; several processes and hosts share it."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0, journal_mode: str = "wal"):
+    def __init__(self, path: str | Path | None = None, *, db_url: str = "", busy_timeout_s: float = 30.0,
+                 journal_mode: str = "wal"):
         if journal_mode not in JOURNAL_MODES:
             raise ValueError(f"journal_mode must be one of {JOURNAL_MODES}, got {journal_mode!r}")
-        self.path = Path(path)
+        self.path = Path(path) if path is not None and not db_url else None
+        self.db_url = db_url
         self.busy_timeout_s = busy_timeout_s
         self.journal_mode = journal_mode
-        self._local = threading.local()
-        with self._tx() as con:
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                con.execute(stmt)
+        self._db: Database = open_database(db_url=db_url, path=self.path, journal_mode=journal_mode,
+                                           busy_timeout_s=busy_timeout_s)
+        self.backend = self._db.name
+        self._db.migrate(MIGRATIONS)
 
     # ---- connections ---------------------------------------------------------------------
-    def _con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-            con.row_factory = sqlite3.Row
-            con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            _retry_locked(lambda: con.execute(f"PRAGMA journal_mode = {self.journal_mode}"), self.busy_timeout_s)
-            con.execute("PRAGMA synchronous = NORMAL")
-            self._local.con = con
-        return con
+    def _con(self) -> Any:
+        """A connection for single statements (each commits on its own)."""
+        return self._db.con()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken up front (BEGIN IMMEDIATE) so reads inside it are consistent."""
-        con = self._con()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+    def _tx(self, lock: str | None = None) -> Any:
+        """One write transaction, taken up front so reads inside it are consistent.
+
+        ``lock`` (the owner) scopes the serialisation on PostgreSQL; SQLite serialises every writer.
+        """
+        return self._db.tx(lock)
 
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()
-            self._local.con = None
+        self._db.close()
 
     # ---- creating jobs -------------------------------------------------------------------
     def create(self, owner: str, jobs: Sequence[dict[str, Any]], *, max_queued: int) -> list[JobView]:
@@ -194,7 +189,7 @@ class JobStore:
         cannot overshoot it.
         """
         now = time.time()
-        with self._tx() as con:
+        with self._tx(owner) as con:
             waiting = con.execute(
                 f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND state IN ({_qs(PENDING)})", (owner, *PENDING)
             ).fetchone()[0]
@@ -254,7 +249,7 @@ class JobStore:
         ``"lost"`` (someone else claimed it, it was cancelled, or this message is stale).
         """
         now = time.time()
-        with self._tx() as con:
+        with self._tx(owner) as con:
             running = con.execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND state = ?", (owner, RUNNING)).fetchone()[0]
             row = con.execute("SELECT state, attempts FROM jobs WHERE id = ? AND owner = ?", (job_id, owner)).fetchone()
             if row is None or row["state"] not in PENDING or row["attempts"] != attempts:
@@ -322,7 +317,7 @@ class JobStore:
         unknown = set(fields) - _PROGRESS
         if unknown:
             raise ValueError(f"not progress fields: {sorted(unknown)}")
-        with self._tx() as con:
+        with self._tx(owner) as con:
             row = con.execute("SELECT state, attempts, crashes, cancel_mode, checkpoint_step FROM jobs"
                               " WHERE id = ? AND owner = ?", (job_id, owner)).fetchone()
             if row is None or row["state"] != RUNNING or row["attempts"] != attempt:
@@ -355,7 +350,7 @@ class JobStore:
         if mode not in CANCEL_MODES:
             raise InvalidState(f"mode: {mode!r} is not allowed; choose one of: {', '.join(CANCEL_MODES)}")
         now = time.time()
-        with self._tx() as con:
+        with self._tx(owner) as con:
             row = con.execute("SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner)).fetchone()
             if row is None:
                 raise JobNotFound(f"no job {job_id!r}")
@@ -382,7 +377,7 @@ class JobStore:
 
     def requeue(self, owner: str, job_id: str, *, max_queued: int, has_checkpoint: bool) -> JobView:
         """CANCELLED / INTERRUPTED / FAILED-with-a-checkpoint → QUEUED (fresh retry budget)."""
-        with self._tx() as con:
+        with self._tx(owner) as con:
             row = con.execute("SELECT state, attempts, checkpoint_step FROM jobs WHERE id = ? AND owner = ?",
                               (job_id, owner)).fetchone()
             if row is None:
@@ -451,30 +446,22 @@ def _view(row: sqlite3.Row) -> JobView:
     )
 
 
-def _retry_locked(fn, timeout_s: float) -> Any:
-    """Switching a fresh database to WAL needs a write lock; retry briefly when another process has it."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return fn()
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-_STORES: dict[Path, JobStore] = {}
+_STORES: dict[str, JobStore] = {}
 _STORES_LOCK = threading.Lock()
 
 
 def open_store(where: Settings | str | Path) -> JobStore:
-    """The process-wide store of ``settings`` (its ``db_path`` and journal mode) or of a database path."""
+    """The process-wide store of ``settings`` (PostgreSQL at its ``db_url``, else SQLite at its ``db_path``
+    with its journal mode) or of a SQLite database path."""
     from .settings import Settings
 
-    path, journal = (where.db_path, where.db_journal_mode) if isinstance(where, Settings) else (where, "wal")
-    key = Path(path).resolve()
+    if isinstance(where, Settings) and where.db_url:
+        key, kwargs = where.db_url, {"db_url": where.db_url}
+    else:
+        path, journal = (where.db_path, where.db_journal_mode) if isinstance(where, Settings) else (where, "wal")
+        key, kwargs = str(Path(path).resolve()), {"path": Path(path).resolve(), "journal_mode": journal}
     with _STORES_LOCK:
         store = _STORES.get(key)
         if store is None:
-            store = _STORES[key] = JobStore(key, journal_mode=journal)
+            store = _STORES[key] = JobStore(**kwargs)
         return store

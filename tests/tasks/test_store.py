@@ -1,4 +1,4 @@
-"""The job store's state machine, owner scoping and quotas (no engine, no queue)."""
+"""The job store's state machine, owner scoping and quotas (no engine, no queue), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import threading
@@ -21,8 +21,23 @@ from tasks.store import (
 
 
 @pytest.fixture
-def store(tmp_path):
-    return JobStore(tmp_path / "jobs.sqlite3")
+def make_store(tmp_path, db_url):
+    """Open the test's store (again): each call is a separate connection pool, like another process."""
+    opened = []
+
+    def make() -> JobStore:
+        s = JobStore(tmp_path / "jobs.sqlite3", db_url=db_url)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()
 
 
 def new_job(store, owner="alice", max_queued=100, **kw):
@@ -163,13 +178,12 @@ def test_queue_quota(store):
     assert len(store.list("alice")) == 2
 
 
-def test_parallel_creates_cannot_overshoot_the_quota(tmp_path):
-    path = tmp_path / "jobs.sqlite3"
-    JobStore(path)
+def test_parallel_creates_cannot_overshoot_the_quota(make_store):
+    make_store()
     ok, refused = [], []
 
     def submit():
-        s = JobStore(path)  # its own connection, like another process
+        s = make_store()  # its own connection, like another process
         try:
             ok.append(new_job(s, max_queued=5))
         except QuotaExceeded:
@@ -181,7 +195,7 @@ def test_parallel_creates_cannot_overshoot_the_quota(tmp_path):
     for t in threads:
         t.join()
     assert len(ok) == 5 and len(refused) == 7
-    assert len(JobStore(path).list("alice")) == 5
+    assert len(make_store().list("alice")) == 5
 
 
 def test_running_quota_is_checked_at_claim(store):
@@ -202,6 +216,8 @@ def test_list_newest_first_with_state_filter_and_limit(store):
 
 
 def test_the_database_uses_wal(store):
+    if store.backend != "sqlite":
+        pytest.skip("SQLite only")
     assert store._con().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -210,3 +226,53 @@ def test_rollback_journal_for_shared_filesystems(tmp_path):
     assert s._con().execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     with pytest.raises(ValueError):
         JobStore(tmp_path / "other.sqlite3", journal_mode="memory")
+
+
+def test_parallel_claims_cannot_overshoot_the_running_quota(make_store):
+    first = make_store()
+    views = [new_job(first) for _ in range(6)]
+    results = []
+
+    def claim_one(v):
+        results.append(claim(make_store(), v, max_running=2))
+
+    threads = [threading.Thread(target=claim_one, args=(v,)) for v in views]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["claimed"] * 2 + ["quota"] * 4
+    assert len(first.list("alice", states=[RUNNING])) == 2
+
+
+def test_migrations_are_applied_once_and_recorded(make_store):
+    from tasks.store import MIGRATIONS
+
+    a = make_store()
+    new_job(a)
+    b = make_store()  # a second start finds the schema current and keeps the data
+    versions = [r[0] for r in b._con().execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == sorted(v for v, _, _ in MIGRATIONS)
+    assert len(b.list("alice")) == 1
+
+
+def test_a_store_newer_than_the_code_is_refused(make_store):
+    from ldifs_engine.errors import LdifsError
+
+    a = make_store()
+    a._con().execute("INSERT INTO schema_version (version) VALUES (?)", (10_000,))
+    with pytest.raises(LdifsError, match="schema version 10000, newer"):
+        make_store()
+
+
+def test_an_unreachable_database_server_is_one_line_without_the_password(tmp_path):
+    from tests.servers import free_port
+
+    from tasks.store import StoreUnavailable
+
+    url = f"postgresql://ldifs:s3cret@127.0.0.1:{free_port()}/ldifs"  # nothing listens there
+    with pytest.raises(StoreUnavailable) as e:
+        JobStore(db_url=url)
+    msg = str(e.value)
+    assert "\n" not in msg and "s3cret" not in msg
+    assert msg.startswith("cannot reach the job store (PostgreSQL at 127.0.0.1:") and "refused" in msg.lower()
