@@ -92,10 +92,11 @@ class Postgres:
 @contextlib.contextmanager
 def postgres_server() -> Iterator[Postgres]:
     """``initdb`` into a temporary folder, start on a free port with a database ``ldifs``; stop and delete at the end."""
+    import pytest
+
+    pytest.importorskip("psycopg", reason="psycopg not installed (pip install -e '.[test]')")
     initdb = pg_bin("initdb")
     if initdb is None or pg_bin("pg_ctl") is None:
-        import pytest
-
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed; .ci/run installs them")
     root = Path(tempfile.mkdtemp(prefix="ldifs-pg-"))
     as_user: list[str] = []
@@ -168,9 +169,10 @@ class Redis:
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[Redis]:
-    if shutil.which("redis-server") is None:
-        import pytest
+    import pytest
 
+    pytest.importorskip("redis", reason="the redis package is not installed (pip install -e '.[test]')")
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed; .ci/run installs it")
     root = Path(tempfile.mkdtemp(prefix="ldifs-redis-"))
     r = Redis(root, free_port())
