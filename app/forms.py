@@ -21,10 +21,10 @@ import yaml
 from ldifs_engine.errors import SpecError
 from ldifs_engine.presets import PRESETS
 from ldifs_engine.spec import DataSpec, EvalSpec, MethodSpec, OptimSpec, RunSpec, field_help
+from ldifs_engine.specio import parse_spec_text
 
 from . import text
 
-MAX_YAML_CHARS = 100_000
 
 # Fields shown up front; everything else sits in the "Advanced" accordion, grouped by section.
 BASIC = ("name", "backbone", "data.target", "data.controls", "method.name", "optim.steps", "optim.lr",
@@ -213,17 +213,11 @@ def _plain(x: Any) -> Any:
 
 
 def yaml_to_spec(source: str) -> dict[str, Any]:
-    """Parse pasted YAML (or JSON) into a spec dict; errors are a ``SpecError`` naming the problem."""
-    if len(source) > MAX_YAML_CHARS:
-        raise SpecError(f"spec: the YAML is longer than {MAX_YAML_CHARS} characters")
-    try:
-        d = yaml.safe_load(source)
-    except yaml.YAMLError as e:
-        raise SpecError(f"spec: not valid YAML ({str(e).splitlines()[0]})") from None
-    if d is None:
-        raise SpecError("spec: the YAML is empty")
-    if not isinstance(d, Mapping):
-        raise SpecError(f"spec: expected a mapping of fields at the top level, got {type(d).__name__}")
+    """Parse pasted YAML (or JSON) into a spec dict; errors are a ``SpecError`` naming the problem.
+
+    Parsing is bounded (size, depth, aliases, expanded size: ``ldifs_engine.specio``) before anything
+    is expanded, so the JSON round trip below is cheap."""
+    d = parse_spec_text(source or "", source="spec")
     return json.loads(json.dumps(d, default=str))  # plain JSON types only
 
 

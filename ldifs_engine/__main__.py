@@ -20,8 +20,12 @@ def _load_spec(path: str):
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"spec: file {path!r} not found")
-    text = p.read_text(encoding="utf-8")
-    return RunSpec.from_json(text) if p.suffix == ".json" else RunSpec.from_yaml(text)
+    from .specio import MAX_SPEC_BYTES, parse_spec_text
+
+    if p.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"spec: file {path!r:.80} is larger than {MAX_SPEC_BYTES // 1024} KiB")
+    return RunSpec.from_dict(parse_spec_text(p.read_bytes(), source=f"spec {p.name[:60]!r}",
+                                             fmt="json" if p.suffix.lower() == ".json" else None))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -12,10 +12,14 @@ class SpecError(LdifsError):
     """A run spec (or another user-supplied value) is invalid. ``problems`` lists every one."""
 
     exit_code = 2
+    MAX_SHOWN = 12
 
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("; ".join(self.problems))
+        shown = self.problems[:self.MAX_SHOWN]
+        more = len(self.problems) - len(shown)
+        # A hostile spec can have thousands of problems; the message stays a few lines.
+        super().__init__("; ".join(shown) + (f"; … and {more} more problem(s)" if more > 0 else ""))
 
 
 class Cancelled(LdifsError):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import SpecError
+from .specio import quote
 
 UPLOAD_KEY = re.compile(r"^upload:[0-9a-f]{32}$")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -107,11 +108,9 @@ class RunSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "RunSpec":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"spec: not valid JSON ({e.msg} at line {e.lineno})") from None
-        return cls.from_dict(_mapping_or_error(d))
+        from .specio import parse_spec_text
+
+        return cls.from_dict(parse_spec_text(text, fmt="json"))
 
     def to_yaml(self) -> str:
         import yaml
@@ -120,13 +119,9 @@ class RunSpec:
 
     @classmethod
     def from_yaml(cls, text: str) -> "RunSpec":
-        import yaml
+        from .specio import parse_spec_text
 
-        try:
-            d = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise SpecError(f"spec: not valid YAML ({str(e).splitlines()[0]})") from None
-        return cls.from_dict(_mapping_or_error(d))
+        return cls.from_dict(parse_spec_text(text))  # JSON is YAML too; bounded before expanding
 
     def spec_hash(self) -> str:
         """Content hash of the spec (canonical JSON), identifies a run's configuration."""
@@ -160,12 +155,6 @@ def validate(d: Mapping[str, Any]) -> list[str]:
 
 
 # ---- internals ---------------------------------------------------------------------------
-def _mapping_or_error(d: Any) -> Mapping[str, Any]:
-    if not isinstance(d, Mapping):
-        raise SpecError(f"spec: expected a mapping of fields at the top level, got {type(d).__name__}")
-    return d
-
-
 def _listify(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _listify(v) for k, v in x.items()}
@@ -211,7 +200,7 @@ def _build_method_params(name: str, raw: Any, prefix: str, problems: list[str]) 
     from .methods import METHODS
 
     if name not in METHODS:
-        problems.append(f"{prefix}name: unknown method {name!r}; choose one of: {', '.join(METHODS.names())}")
+        problems.append(f"{prefix}name: unknown method {quote(name)}; choose one of: {', '.join(METHODS.names())}")
         return None
     params_cls = METHODS.get(name).Params
     if raw is None:
@@ -235,11 +224,11 @@ def check_value(f: dataclasses.Field, value: Any, path: str, problems: list[str]
     if base == "bool":
         if isinstance(value, bool):
             return True, value
-        problems.append(f"{path}: expected true or false, got {value!r}")
+        problems.append(f"{path}: expected true or false, got {quote(value)}")
         return False, None
     if base == "int":
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            problems.append(f"{path}: expected a whole number; {_allowed(base, meta)}; got {value!r}")
+            problems.append(f"{path}: expected a whole number; {_allowed(base, meta)}; got {quote(value)}")
             return False, None
         value = int(value)
         return _check_range(value, meta, path, problems, base)
@@ -249,14 +238,14 @@ def check_value(f: dataclasses.Field, value: Any, path: str, problems: list[str]
                 try:
                     value = float(value)
                 except ValueError:
-                    problems.append(f"{path}: expected a number; {_allowed(base, meta)}; got {value!r}")
+                    problems.append(f"{path}: expected a number; {_allowed(base, meta)}; got {quote(value)}")
                     return False, None
             else:
-                problems.append(f"{path}: expected a number; {_allowed(base, meta)}; got {value!r}")
+                problems.append(f"{path}: expected a number; {_allowed(base, meta)}; got {quote(value)}")
                 return False, None
         value = float(value)
         if not math.isfinite(value):
-            problems.append(f"{path}: must be a finite number; {_allowed(base, meta)}; got {value!r}")
+            problems.append(f"{path}: must be a finite number; {_allowed(base, meta)}; got {quote(value)}")
             return False, None
         return _check_range(value, meta, path, problems, base)
     if base == "str":
@@ -264,7 +253,7 @@ def check_value(f: dataclasses.Field, value: Any, path: str, problems: list[str]
             problems.append(f"{path}: expected text, got {type(value).__name__}")
             return False, None
         if "choices" in meta and value not in meta["choices"]:
-            problems.append(f"{path}: {value!r} is not allowed; choose one of: {', '.join(meta['choices'])}")
+            problems.append(f"{path}: {quote(value)} is not allowed; choose one of: {', '.join(meta['choices'])}")
             return False, None
         if len(value) > meta.get("max_len", 200):
             problems.append(f"{path}: at most {meta.get('max_len', 200)} characters")
@@ -303,7 +292,7 @@ def _check_range(value: float, meta: Mapping[str, Any], path: str, problems: lis
     if "choices" in meta and value not in meta["choices"]:
         bad = True
     if bad:
-        problems.append(f"{path}: {value!r} is out of range; {_allowed(base, meta)}")
+        problems.append(f"{path}: {quote(value)} is out of range; {_allowed(base, meta)}")
         return False, None
     return True, value
 
@@ -329,14 +318,14 @@ def _cross_checks(spec: RunSpec) -> list[str]:
 
     p: list[str] = []
     if spec.backbone not in BACKBONES:
-        p.append(f"backbone: unknown backbone {spec.backbone!r}; choose one of: {', '.join(BACKBONES.names())}")
+        p.append(f"backbone: unknown backbone {quote(spec.backbone)}; choose one of: {', '.join(BACKBONES.names())}")
     for path, key in [("data.target", spec.data.target)] + [
         (f"data.controls[{i}]", k) for i, k in enumerate(spec.data.controls)
     ] + [(f"data.sequence[{i}]", k) for i, k in enumerate(spec.data.sequence)]:
         if key not in DATASETS and not UPLOAD_KEY.match(key):
-            p.append(f"{path}: unknown dataset {key!r}; choose one of: {', '.join(DATASETS.names())} or an uploaded dataset")
+            p.append(f"{path}: unknown dataset {quote(key)}; choose one of: {', '.join(DATASETS.names())} or an uploaded dataset")
     if spec.data.target in spec.data.controls:
-        p.append(f"data.controls: the target {spec.data.target!r} cannot also be a control dataset")
+        p.append(f"data.controls: the target {quote(spec.data.target)} cannot also be a control dataset")
     if len(set(spec.data.controls)) != len(spec.data.controls):
         p.append("data.controls: a dataset is listed twice")
     seq = spec.data.sequence
@@ -354,7 +343,7 @@ def _cross_checks(spec: RunSpec) -> list[str]:
         p.append(f"optim.micro_batch: {o.micro_batch} is larger than optim.batch_size {o.batch_size}")
     for i, a in enumerate(spec.eval.wise_ft_alphas):
         if not 0.0 <= a <= 1.0:
-            p.append(f"eval.wise_ft_alphas[{i}]: {a!r} is out of range; allowed: numbers from 0 to 1")
+            p.append(f"eval.wise_ft_alphas[{i}]: {quote(a)} is out of range; allowed: numbers from 0 to 1")
     if not (spec.eval.zero_shot or spec.eval.linear_probe):
         p.append("eval: turn on at least one of eval.zero_shot and eval.linear_probe")
     from .methods import METHODS

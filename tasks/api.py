@@ -19,10 +19,12 @@ from typing import Any
 
 from ldifs_engine.errors import InvalidUpload, LdifsError, SpecError
 from ldifs_engine.files import atomic_write_bytes
+from ldifs_engine.specio import quote
 
 from . import queue
 from .events import event_log, format_event
 from .jobs import latest_checkpoint, stderr_tail, write_spec
+from .ownership import upload_problems
 from .settings import Settings, get_settings
 from .store import (
     CANCELLED,
@@ -108,7 +110,7 @@ def _parse_spec(spec: Any):
 def _priority(priority: Any) -> int:
     lo, hi = PRIORITY_RANGE
     if isinstance(priority, bool) or not isinstance(priority, int) or not lo <= priority <= hi:
-        raise SpecError(f"priority: {priority!r} is out of range; allowed: a whole number from {lo} to {hi} "
+        raise SpecError(f"priority: {quote(priority)} is not allowed; allowed: a whole number from {lo} to {hi} "
                         "(higher runs first)")
     return priority
 
@@ -125,15 +127,21 @@ def submit_many(user: str, specs: Iterable[Any], *, priority: int = 0) -> list[s
     specs = list(specs)
     if not specs:
         raise SpecError("specs: nothing to submit")
+    settings = get_settings()
     parsed, problems = [], []
     for i, s in enumerate(specs):
         try:
-            parsed.append(_parse_spec(s))
+            rs = _parse_spec(s)
+            parsed.append(rs)
+            # Uploads are owner-checked here (and again before the engine starts): a key of another
+            # user's upload, or of none, is refused and nothing is queued.
+            bad = upload_problems(user, rs.to_dict(), settings.datasets_dir)
         except SpecError as e:
-            problems += e.problems if len(specs) == 1 else [f"specs[{i}].{p}" for p in e.problems]
+            bad = e.problems
+        problems += bad if len(specs) == 1 else [f"specs[{i}].{p}" for p in bad]
     if problems:
         raise SpecError(problems)
-    settings, store = _ctx()
+    store = open_store(settings)
     rows = []
     for rs in parsed:
         job_id = uuid.uuid4().hex

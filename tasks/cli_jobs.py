@@ -20,7 +20,6 @@ from tasks.cli_errors import guarded
 
 from .store import FINAL, STATES, JobNotFound
 
-SPEC_MAX_BYTES = 1024 * 1024
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,22 +83,18 @@ def _resolve(user: str, text: str) -> str:
 # ---- commands ---------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
     """ldifs submit SPEC.yaml"""
-    import yaml
+    from ldifs_engine.specio import MAX_SPEC_BYTES, parse_spec_text, quote
 
     from . import api
 
     path = Path(args.spec)
     if not path.is_file():
-        raise SpecError(f"spec: file {args.spec!r} not found")
-    if path.stat().st_size > SPEC_MAX_BYTES:
-        raise SpecError(f"spec: file {args.spec!r} is larger than {SPEC_MAX_BYTES // 1024} KiB")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise SpecError(f"spec: {args.spec!r} is not valid YAML or JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"spec: {args.spec!r} must hold a mapping of fields")
-    print(api.submit(_user(args), data, priority=args.priority))
+        raise SpecError(f"spec: file {quote(args.spec)} not found")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"spec: file {quote(args.spec)} is larger than {MAX_SPEC_BYTES // 1024} KiB")
+    data = parse_spec_text(path.read_bytes(), source=f"spec {quote(path.name)}",
+                           fmt="json" if path.suffix.lower() == ".json" else None)
+    print(api.submit(_user(args), dict(data), priority=args.priority))
     return 0
 
 

@@ -27,6 +27,7 @@ from ldifs_engine.files import atomic_write_json
 
 from . import leases, queue
 from .events import Progress, read_new
+from .ownership import upload_problems
 from .settings import Settings, get_settings
 from .store import CANCELLED, DONE, FAILED, PENDING, JobNotFound, JobStore, open_store
 
@@ -219,6 +220,11 @@ class _Attempt:
             spec_path = run_dir / "spec.json"
             if not spec_path.is_file():
                 self._finish(FAILED, "The run's spec snapshot (spec.json) is missing; submit the spec again.", None)
+                return "failed"
+            bad = upload_problems(self.owner, self.store.record(self.owner, self.job_id)["spec"],
+                                  self.settings.datasets_dir)
+            if bad:  # checked at submit too; the upload may have been deleted (or the spec edited) since
+                self._finish(FAILED, "Refused to start: " + "; ".join(bad), None)
                 return "failed"
             with contextlib.suppress(FileNotFoundError):
                 (run_dir / "STOP").unlink()

@@ -37,6 +37,7 @@ from ldifs_engine.data.templates import (
 )
 from ldifs_engine.errors import DatasetUnavailable, SpecError
 
+from . import ownership
 from .settings import Settings, get_settings
 from .store import QuotaExceeded
 
@@ -57,7 +58,7 @@ def owner_hash(user: str) -> str:
     """The opaque owner id stored in manifests (a hash of the user name, never the name)."""
     if not isinstance(user, str) or not user.strip():
         raise SpecError("user: must be a non-empty name")
-    return hashlib.sha256(b"ldifs-owner\x00" + user.encode("utf-8")).hexdigest()[:32]
+    return ownership.owner_hash(user)
 
 
 def _ctx(s: Settings) -> DataContext:

@@ -87,7 +87,7 @@ def test_yaml_and_cli_preview():
 
 
 @pytest.mark.parametrize("bad, msg", [("a: [", "not valid YAML"), ("- 1\n- 2", "mapping"), ("", "empty"),
-                                      ("x: " + "a" * 200_000, "longer than")])
+                                      ("x: " + "a" * 200_000, "larger than")])
 def test_yaml_errors_are_typed(bad, msg):
     with pytest.raises(SpecError, match=msg):
         forms.yaml_to_spec(bad)
