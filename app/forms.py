@@ -20,8 +20,7 @@ import yaml
 
 from ldifs_engine.errors import SpecError
 from ldifs_engine.presets import PRESETS
-from ldifs_engine.spec import DataSpec, EvalSpec, MethodSpec, OptimSpec, RunSpec, field_help
-from ldifs_engine.specio import parse_spec_text
+from ldifs_engine.spec import DataSpec, EvalSpec, MethodSpec, OptimSpec, RunSpec, field_help, parse_spec_text
 
 from . import text
 

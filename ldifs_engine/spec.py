@@ -15,7 +15,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import SpecError
-from .specio import quote
+from .specio import parse_spec_text, quote
+
+__all__ = ["RunSpec", "DataSpec", "MethodSpec", "OptimSpec", "EvalSpec", "field_help", "parse_spec_text", "quote",
+           "validate"]
 
 UPLOAD_KEY = re.compile(r"^upload:[0-9a-f]{32}$")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -108,8 +111,6 @@ class RunSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "RunSpec":
-        from .specio import parse_spec_text
-
         return cls.from_dict(parse_spec_text(text, fmt="json"))
 
     def to_yaml(self) -> str:
@@ -119,8 +120,6 @@ class RunSpec:
 
     @classmethod
     def from_yaml(cls, text: str) -> "RunSpec":
-        from .specio import parse_spec_text
-
         return cls.from_dict(parse_spec_text(text))  # JSON is YAML too; bounded before expanding
 
     def spec_hash(self) -> str:
