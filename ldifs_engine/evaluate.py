@@ -16,10 +16,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from .cache import ByteCache, NullCache, content_key, tensors_from_bytes, tensors_to_bytes
 from .data.catalog import DatasetInfo, ImageSet
-from .heads import fit_linear_probe, zero_shot_weights, ZS_SCALE
+from .heads import fit_linear_probe, zero_shot_weights, zs_note, ZS_SCALE
 from .metrics import accuracy, expected_calibration_error
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: per-image correctness kept, zero-shot notes, LP ECE after temperature scaling
 
 
 class Preprocessor:
@@ -123,38 +123,61 @@ class EvalSet:
         return tuple(self.info.classnames)
 
 
-def zs_metrics(feats: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *, ece: bool) -> dict:
+def zs_metrics(feats: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *, ece: bool,
+               classnames: Sequence[str] | None = None) -> dict:
+    """Zero-shot accuracy / ECE (logits = 100 · cos, as the paper reports them) and the per-image
+    correctness vector ``zs_correct``. With ``classnames`` given, a head that cannot tell some classes
+    apart yields ``None`` for both numbers and ``zs_note`` saying why (a tie-break is not a measurement)."""
+    note = zs_note(weights, classnames) if classnames is not None else None
     logits = ZS_SCALE * feats @ weights.t()
-    return {"zs_acc": accuracy(logits, labels), "zs_ece": expected_calibration_error(logits, labels) if ece else None}
+    correct = logits.argmax(1) == labels
+    if note is not None:
+        return {"zs_acc": None, "zs_ece": None, "zs_note": note, "zs_correct": None}
+    return {"zs_acc": accuracy(logits, labels), "zs_ece": expected_calibration_error(logits, labels) if ece else None,
+            "zs_note": None, "zs_correct": correct}
 
 
 def lp_metrics(train_feats, train_labels, test_feats, test_labels, num_classes: int, *, ece: bool,
                seed: int) -> tuple[dict, nn.Linear, dict]:
+    """Linear-probe accuracy, its ECE after temperature scaling on the probe's held-out share (None
+    when the training split is too small to hold one out), and the per-image ``lp_correct``."""
     head, info = fit_linear_probe(train_feats, train_labels, num_classes, seed=seed)
     with torch.no_grad():
         logits = head(test_feats)
+    t = info.get("temperature")
     out = {"lp_acc": accuracy(logits, test_labels),
-           "lp_ece": expected_calibration_error(logits, test_labels) if ece else None}
+           "lp_ece": expected_calibration_error(logits / t, test_labels) if ece and t else None,
+           "lp_temperature": t, "lp_correct": logits.argmax(1) == test_labels}
     return out, head, info
+
+
+CORRECT_KEYS = ("zs_correct", "lp_correct")  # per-image vectors: kept as tensors, never in the metrics dict
 
 
 def evaluate_model(model: nn.Module, es: EvalSet, pre: Preprocessor, *, tokenizer, device: torch.device,
                    zero_shot: bool, linear_probe: bool, ece: bool, seed: int, autocast: bool = False,
                    zs_weights: torch.Tensor | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Metrics of ``model`` on one dataset, and the tensors worth keeping (the zero-shot weights)."""
-    out: dict = {"zs_acc": None, "zs_ece": None, "lp_acc": None, "lp_ece": None}
+    """Metrics of ``model`` on one dataset, and the tensors worth keeping: the zero-shot weights and
+    the per-image correctness vectors (``zs_correct``, ``lp_correct``; uint8, test-image order) the
+    report's paired intervals need."""
+    out: dict = {"zs_acc": None, "zs_ece": None, "lp_acc": None, "lp_ece": None, "zs_note": None,
+                 "n_test": len(es.test_idx)}
     keep: dict[str, torch.Tensor] = {}
     test_f, test_y = encode_images(model.visual, es.test, es.test_idx, pre, device=device, autocast=autocast)
     if zero_shot:
         if zs_weights is None:
             zs_weights = zero_shot_weights(model, tokenizer, es.classnames, es.info.templates, device=device).cpu()
-        out.update(zs_metrics(test_f, test_y, zs_weights, ece=ece))
+        out.update(zs_metrics(test_f, test_y, zs_weights, ece=ece, classnames=es.classnames))
         keep["zs_weights"] = zs_weights
     if linear_probe and es.train is not None:
         tr_f, tr_y = encode_images(model.visual, es.train, es.train_idx, pre, device=device, autocast=autocast)
         lp, _head, info = lp_metrics(tr_f, tr_y, test_f, test_y, len(es.classnames), ece=ece, seed=seed)
         out.update(lp)
         out["lp_weight_decay"] = info["weight_decay"]
+    for k in CORRECT_KEYS:
+        v = out.pop(k, None)
+        if v is not None:
+            keep[k] = v.to(torch.uint8)
     return out, keep
 
 

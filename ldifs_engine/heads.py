@@ -9,6 +9,11 @@ from torch import nn
 
 ZS_SCALE = 100.0  # logits = 100 · cos(image, class), as CLIP's zero-shot evaluation
 DEFAULT_WDS = (1e-4, 1e-3, 1e-2, 1e-1)
+# Two classes whose normalised prompt embeddings are closer than this give zero-shot logits that
+# differ by at most ZS_SCALE · 1e-3 = 0.1 for any image: the head cannot tell them apart, and which
+# one wins is decided by class order or rounding, not by the image.
+INDISTINGUISHABLE_TOL = 1e-3
+INDISTINGUISHABLE_NOTE = "class prompts are indistinguishable to this model"
 
 
 @torch.no_grad()
@@ -24,6 +29,41 @@ def zero_shot_weights(model: nn.Module, tokenizer, classnames: Sequence[str], te
         embs.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
     emb = torch.cat(embs).view(len(classnames), len(templates), -1).mean(1)
     return F.normalize(emb, dim=-1)
+
+
+def indistinguishable_classes(weights: torch.Tensor, tol: float = INDISTINGUISHABLE_TOL) -> list[list[int]]:
+    """Groups (≥ 2 class indices each) of classes whose zero-shot weights are within ``tol`` (L2) of
+    each other; empty when every class is distinguishable. A zero row (a prompt the model maps to
+    nothing) counts as identical to any other zero row."""
+    w = weights.detach().float().cpu()
+    if w.ndim != 2 or len(w) < 2:
+        return []
+    close = torch.cdist(w, w) <= tol
+    groups, seen = [], set()
+    for i in range(len(w)):
+        if i in seen:
+            continue
+        members = [j for j in torch.nonzero(close[i]).flatten().tolist() if j not in seen]
+        seen.update(members)
+        if len(members) > 1:
+            groups.append(members)
+    return groups
+
+
+def zs_note(weights: torch.Tensor, classnames: Sequence[str], *, who: str = "this model") -> str | None:
+    """Why zero-shot accuracy on these classes is not a measurement, or None when it is.
+
+    Any indistinguishable pair makes the head's answer on those classes a tie-break, so the accuracy
+    (and its ECE) would be a number that measures nothing; the note names the classes."""
+    groups = indistinguishable_classes(weights)
+    if not groups:
+        return None
+    note = INDISTINGUISHABLE_NOTE.replace("this model", who)
+    if len(groups) == 1 and len(groups[0]) == len(classnames):
+        return f"{note} (all {len(classnames)} classes give the same text embedding)"
+    shown = "; ".join(", ".join(repr(classnames[i]) for i in g[:4]) + (" …" if len(g) > 4 else "") for g in groups[:3])
+    more = f" and {len(groups) - 3} more groups" if len(groups) > 3 else ""
+    return f"{note} ({shown}{more})"
 
 
 def zs_head(weights: torch.Tensor) -> nn.Linear:
@@ -52,12 +92,32 @@ def _fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, i
     return head
 
 
+@torch.no_grad()
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Temperature ``T`` minimising the cross-entropy of ``logits / T`` (Guo et al. 2017's temperature
+    scaling), searched on a log grid from 0.01 to 100 and refined once around the best point."""
+    z, y = logits.float(), labels.long()
+
+    def nll(ts: torch.Tensor) -> torch.Tensor:
+        return torch.stack([F.cross_entropy(z / t, y) for t in ts])
+
+    grid = torch.logspace(-2, 2, 161)
+    best = grid[int(nll(grid).argmin())]
+    fine = best * torch.logspace(-0.025, 0.025, 41)
+    return float(fine[int(nll(fine).argmin())])
+
+
 def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
                      wds: Sequence[float] = DEFAULT_WDS, val_fraction: float = 0.1, seed: int = 0,
                      iters: int = 100) -> tuple[nn.Linear, dict]:
     """Logistic regression on L2-normalised features: weight decay chosen on a seeded held-out share
     of train, then refit on all of train. The head size comes from ``num_classes`` (the class list),
-    never from the labels present."""
+    never from the labels present.
+
+    ``info["temperature"]``: the temperature that calibrates the chosen weight decay's head on the
+    held-out share (the same share that chose it; the refit head is scored with it), None when
+    there is no held-out share. A probe's raw softmax says little about the features — a heavily
+    regularised probe is accurate but under-confident — so its ECE is reported after this scaling."""
     x = F.normalize(feats.float(), dim=-1)
     y = labels.long()
     with torch.enable_grad():
@@ -65,15 +125,18 @@ def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
         g = torch.Generator().manual_seed(seed)
         perm = torch.randperm(n, generator=g)
         n_val = max(1, int(round(n * val_fraction))) if n >= 10 and len(wds) > 1 else 0
-        scores = {}
+        scores, val_logits = {}, {}
+        temperature = None
         if n_val:
             val, tr = perm[:n_val], perm[n_val:]
             for wd in wds:
                 h = _fit_logreg(x[tr], y[tr], num_classes, wd, iters)
                 with torch.no_grad():
-                    scores[wd] = (h(x[val]).argmax(1) == y[val]).float().mean().item()
+                    val_logits[wd] = h(x[val])
+                    scores[wd] = (val_logits[wd].argmax(1) == y[val]).float().mean().item()
             best = max(wds, key=lambda w: (scores[w], w))  # ties → stronger regularisation
+            temperature = fit_temperature(val_logits[best], y[val])
         else:
             best = wds[0]
         head = _fit_logreg(x, y, num_classes, best, iters)
-    return head.requires_grad_(False), {"weight_decay": best, "val_scores": scores}
+    return head.requires_grad_(False), {"weight_decay": best, "val_scores": scores, "temperature": temperature}

@@ -21,7 +21,7 @@ from .cache import ByteCache, DirCache, NullCache, content_key
 from .checkpoint import atomic_write_json, latest_checkpoint, save_tensors_atomic
 from .data import DataContext, resolve_dataset
 from .data.splits import seeded_split
-from .errors import Cancelled, DatasetUnavailable, LdifsError
+from .errors import Cancelled, DatasetUnavailable, LdifsError, SpecError
 from .evaluate import (EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model, idx_hash,
                        lp_init_head, remember_before, subset_indices, zs_metrics)
 from .events import EventSink
@@ -142,6 +142,9 @@ def versions() -> dict:
 def run(spec: RunSpec, workdir: str | Path, **kw: Any) -> dict:
     """Fine-tune and evaluate one spec — one task, or a continual sequence (``data.sequence``) — write
     ``results.json`` into ``workdir`` and return it. Keywords as ``run_task``."""
+    if spec.seeds:
+        raise SpecError("seeds: a spec with seeds is a group of runs, one per seed; submit it (`ldifs submit`) "
+                        "or use `ldifs train`, which runs each seed into its own folder")
     if spec.data.sequence:
         from .continual import run_sequence
 
@@ -414,7 +417,7 @@ def wise_ft_sweep(model, head, initial_state, initial_head, alphas, data: Prepar
                     out["target_zs_acc"].append(zs)
                     acc = accuracy(head(f.to(device)).float().cpu(), y) if head is not None else zs
                     out["target_head_acc"].append(acc)
-                else:
+                elif before[es.key]["zs_acc"] is not None:  # an unmeasurable head has no change either
                     deltas.append(zs - before[es.key]["zs_acc"])
             out["mean_delta_zs_controls"].append(sum(deltas) / len(deltas) if deltas else None)
     finally:

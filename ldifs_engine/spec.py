@@ -23,6 +23,7 @@ __all__ = ["RunSpec", "DataSpec", "MethodSpec", "OptimSpec", "EvalSpec", "field_
 UPLOAD_KEY = re.compile(r"^upload:[0-9a-f]{32}$")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 HEAD_INITS = ("zs", "lp")
+MAX_SEEDS = 10  # repeats of one spec (each is a whole run)
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -84,12 +85,16 @@ class RunSpec:
     optim: OptimSpec = field(default_factory=OptimSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
     seed: int = _f(0, "Seed for data order, splits, augmentation and init.", min=0, max=2**31 - 1)
+    seeds: tuple[int, ...] = _f((), "Repeat the run once per seed (e.g. 0, 1, 2) to see how much the numbers vary; "
+                                "overrides seed. Empty = one run.", min=0, max=2**31 - 1, max_items=MAX_SEEDS)
     name: str = _f("", "A title for the run (free text, shown as text).", max_len=120)
 
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict; method params are inlined under ``method.params``."""
         out = dataclasses.asdict(self)
+        if not out["seeds"]:  # a single run's dict (and so its spec hash) is what it was before repeats existed
+            del out["seeds"]
         out["method"]["params"] = dataclasses.asdict(self.method.params) if self.method.params is not None else {}
         return _listify(out)
 
@@ -137,6 +142,13 @@ class RunSpec:
                 node = node.setdefault(p, {})
             node[leaf] = value
         return RunSpec.from_dict(d)
+
+    def expand_seeds(self) -> list["RunSpec"]:
+        """One single-seed spec per entry of ``seeds`` (``[self]`` without repeats), named "… · seed N"."""
+        if not self.seeds:
+            return [self]
+        base = self.name or f"{self.method.name} on {' → '.join((self.data.target, *self.data.sequence))}"
+        return [self.replace(seed=s, seeds=[], name=f"{base} · seed {s}"[:120]) for s in self.seeds]
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -343,6 +355,8 @@ def _cross_checks(spec: RunSpec) -> list[str]:
     for i, a in enumerate(spec.eval.wise_ft_alphas):
         if not 0.0 <= a <= 1.0:
             p.append(f"eval.wise_ft_alphas[{i}]: {quote(a)} is out of range; allowed: numbers from 0 to 1")
+    if len(set(spec.seeds)) != len(spec.seeds):
+        p.append("seeds: each seed may appear once; allowed: distinct whole numbers, e.g. [0, 1, 2]")
     if not (spec.eval.zero_shot or spec.eval.linear_probe):
         p.append("eval: turn on at least one of eval.zero_shot and eval.linear_probe")
     from .methods import METHODS
