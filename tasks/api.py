@@ -64,6 +64,7 @@ __all__ = [
     "export_artifact",
     "get_job",
     "get_results",
+    "group_results",
     "import_dataset",
     "job_events",
     "job_logs",
@@ -117,7 +118,10 @@ def _priority(priority: Any) -> int:
 
 # ---- jobs ------------------------------------------------------------------------------------
 def submit(user: str, spec: Any, *, priority: int = 0) -> str:
-    """Validate, check the quota, snapshot the spec, create a QUEUED job and enqueue it. Returns the job id."""
+    """Validate, check the quota, snapshot the spec, create a QUEUED job and enqueue it. Returns the job id.
+
+    A spec with ``seeds: [...]`` becomes one job per seed sharing a ``group`` id (``JobView.group``;
+    see ``group_results``); the id returned is the first seed's."""
     return submit_many(user, [spec], priority=priority)[0]
 
 
@@ -143,13 +147,16 @@ def submit_many(user: str, specs: Iterable[Any], *, priority: int = 0) -> list[s
         raise SpecError(problems)
     store = open_store(settings)
     rows = []
-    for rs in parsed:
-        job_id = uuid.uuid4().hex
-        d = rs.to_dict()
-        target = " → ".join((rs.data.target, *rs.data.sequence))  # a continual sequence shows its order
-        rows.append({"id": job_id, "spec": d, "spec_hash": rs.spec_hash(), "priority": priority,
-                     "title": rs.name or f"{rs.method.name} on {target}", "method": rs.method.name,
-                     "target": target, "run_dir": settings.runs_dir / job_id})
+    for template in parsed:
+        runs = template.expand_seeds()  # ``seeds: [0, 1, 2]`` → one job per seed, sharing a group id
+        group = uuid.uuid4().hex if template.seeds else None
+        for rs in runs:
+            job_id = uuid.uuid4().hex
+            d = rs.to_dict()
+            target = " → ".join((rs.data.target, *rs.data.sequence))  # a continual sequence shows its order
+            rows.append({"id": job_id, "spec": d, "spec_hash": rs.spec_hash(), "priority": priority,
+                         "title": rs.name or f"{rs.method.name} on {target}", "method": rs.method.name,
+                         "target": target, "run_dir": settings.runs_dir / job_id, "group": group})
     for r in rows:
         write_spec(r["run_dir"], r["spec"])
     try:
@@ -245,6 +252,21 @@ def get_results(user: str, job_id: str) -> dict | None:
         return None
     except ValueError:
         raise InvalidState(f"job {job_id}: results.json is unreadable") from None
+
+
+def group_results(user: str, group: str) -> dict[str, Any]:
+    """A seed-repeat group: each job (id, seed, state, title, results or None) and, once at least one
+    has finished, ``aggregate`` = ``ldifs_engine.stats.aggregate_runs`` of the finished ones (mean ± sd)."""
+    from ldifs_engine.stats import aggregate_runs
+
+    views = _ctx()[1].list_group(_user(user), group)
+    jobs = []
+    for v in views:
+        results = get_results(user, v.id) if v.state == DONE else None
+        jobs.append({"id": v.id, "seed": v.spec.get("seed"), "state": v.state, "title": v.title, "results": results})
+    finished = [j["results"] for j in jobs if j["results"] is not None]
+    return {"group": group, "jobs": jobs, "n_done": len(finished), "n_total": len(jobs),
+            "aggregate": aggregate_runs(finished) if finished else None}
 
 
 def status_dict(user: str, job_id: str) -> dict[str, Any]:

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .store import PHASE_NAMES
+
+MEASURED_PHASES = frozenset({"evaluating_before", "fine_tuning", "evaluating_after", "wise_ft"})
 STOP_KIND = "Cancelled"  # ldifs_engine.errors.Cancelled: the engine stopped on request (exit 3)
 
 
@@ -118,7 +121,8 @@ class Progress:
     total_steps: int | None = None
     samples_per_s: float | None = None
     eta_s: float | None = None
-    phase: str | None = None
+    phase: str | None = None  # in JobView's words (store.PHASE_NAMES)
+    phase_progress: float | None = None  # the phase's own progress, 0..1; None for phases without one
     error: dict | None = None  # the attempt's ``error`` event
     stopped: dict | None = None
     done: bool = False
@@ -140,9 +144,11 @@ class Progress:
                 self._step(ev)
             elif kind == "start":
                 self.total_steps = _int(ev.get("total_steps"), self.total_steps)
-                self.phase = "start"
+                self._enter("load")
             elif kind == "phase":
-                self.phase = str(ev.get("phase") or "")[:40] or self.phase
+                self._enter(str(ev.get("phase") or "")[:40])
+            elif kind == "progress":
+                self._progress(ev)
             elif kind == "checkpoint":
                 self.checkpoint_step = _int(ev.get("step"), self.checkpoint_step)
             elif kind == "oom_backoff":
@@ -159,6 +165,20 @@ class Progress:
                 self.done = True
         return bool(events)
 
+    def _enter(self, engine_phase: str) -> None:
+        """A new phase starts: its progress is 0 if it reports any, else unknown."""
+        if not engine_phase:
+            return
+        self.phase = PHASE_NAMES.get(engine_phase, engine_phase)
+        self.phase_progress = 0.0 if self.phase in MEASURED_PHASES else None
+
+    def _progress(self, ev: dict) -> None:
+        done, total = ev.get("done"), ev.get("total")
+        if isinstance(ev.get("phase"), str) and ev["phase"]:
+            self.phase = PHASE_NAMES.get(ev["phase"], ev["phase"][:40])
+        if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            self.phase_progress = round(min(1.0, max(0.0, done / total)), 4)
+
     def _step(self, ev: dict) -> None:
         step = _int(ev.get("step"), None)
         if step is None:
@@ -174,7 +194,9 @@ class Progress:
         if step > s0 and t > t0 and self.total_steps:
             rate = (step - s0) / (t - t0)
             self.eta_s = round(max(0, self.total_steps - step) / rate, 1)
-        self.phase = "train"
+        self.phase = "fine_tuning"
+        if self.total_steps:
+            self.phase_progress = round(min(1.0, step / self.total_steps), 4)
 
     def fields(self) -> dict[str, Any]:
         """Columns for ``JobStore.progress`` (only the ones known so far)."""
@@ -183,6 +205,8 @@ class Progress:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.phase is not None:  # None is meaningful here: the phase has no progress of its own
+            out["phase_progress"] = self.phase_progress
         return out
 
 

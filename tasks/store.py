@@ -37,6 +37,12 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 CANCEL_MODES = ("stop", "kill")
 
 
+# Stored phase → the words of JobView.phase (rows written before phases were renamed keep working).
+PHASE_NAMES = {"starting": "loading", "start": "loading", "load": "loading", "stage": "loading",
+               "before_eval": "evaluating_before", "sanity": "fine_tuning", "train": "fine_tuning",
+               "after_eval": "evaluating_after", "wise_ft": "wise_ft", "write": "writing_results", "done": "done"}
+
+
 class JobNotFound(LdifsError):
     """No job with this id belongs to the acting user (another user's job looks exactly the same)."""
 
@@ -77,6 +83,8 @@ class JobView:
     result_path: str | None = None
     phase: str | None = None
     cancel_requested: str | None = None  # "stop" | "kill" while a requested stop is under way
+    phase_progress: float | None = None  # the current phase's own progress (0..1), None when it has none
+    group: str | None = None  # seed-repeat group id shared by the jobs of one ``seeds: [...]`` spec
 
     @property
     def finished(self) -> bool:
@@ -140,12 +148,20 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 
 # Applied in order on start (``Database.migrate``), on SQLite and PostgreSQL alike: a new column or
 # index is a new entry here (portable SQL, or a function ``(con, backend_name)`` for data rewrites).
+# Seed repeats share a group id; phase_progress is the current phase's own progress (0..1).
+_GROUPS_AND_PHASE_PROGRESS = """
+ALTER TABLE jobs ADD COLUMN group_id TEXT;
+ALTER TABLE jobs ADD COLUMN phase_progress DOUBLE PRECISION;
+CREATE INDEX IF NOT EXISTS jobs_owner_group ON jobs (owner, group_id)
+"""
+
 MIGRATIONS: list[Migration] = [
     (1, "jobs table", _SCHEMA),
+    (2, "seed-repeat groups and phase progress", _GROUPS_AND_PHASE_PROGRESS),
 ]
 
 # Columns the worker may write while a job runs (everything else changes only through transitions).
-_PROGRESS = frozenset({"heartbeat_at", "phase", "step", "total_steps", "eta_s", "samples_per_s",
+_PROGRESS = frozenset({"heartbeat_at", "phase", "phase_progress", "step", "total_steps", "eta_s", "samples_per_s",
                        "checkpoint_step", "message", "log_tail", "backoffs", "events_offset"})
 _JSON_COLUMNS = frozenset({"log_tail", "backoffs"})
 
@@ -200,10 +216,10 @@ class JobStore:
             for i, j in enumerate(jobs):
                 con.execute(
                     "INSERT INTO jobs (id, owner, state, spec_json, spec_hash, title, method, target, priority,"
-                    " created_at, run_dir, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " created_at, run_dir, message, group_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (j["id"], owner, QUEUED, json.dumps(j["spec"], sort_keys=True), j["spec_hash"], j.get("title", ""),
                      j.get("method", ""), j.get("target", ""), int(j.get("priority", 0)), now + i * 1e-6,
-                     str(j["run_dir"]), "Waiting for a worker."),
+                     str(j["run_dir"]), "Waiting for a worker.", j.get("group")),
                 )
         return [self.get(owner, j["id"]) for j in jobs]
 
@@ -228,6 +244,17 @@ class JobStore:
         sql += " ORDER BY created_at DESC LIMIT ?"
         args.append(max(0, int(limit)))
         return [_view(r) for r in self._con().execute(sql, args)]
+
+    def list_group(self, owner: str, group: str) -> list[JobView]:
+        """The user's jobs of one seed-repeat group, oldest (= first seed) first; ``JobNotFound`` when
+        the user has no such group (another user's group looks exactly the same)."""
+        if not isinstance(group, str) or not JOB_ID.match(group):
+            raise JobNotFound(f"no group {str(group)[:40]!r}")
+        rows = self._con().execute("SELECT * FROM jobs WHERE owner = ? AND group_id = ? ORDER BY created_at",
+                                   (owner, group)).fetchall()
+        if not rows:
+            raise JobNotFound(f"no group {group!r}")
+        return [_view(r) for r in rows]
 
     def _row(self, owner: str, job_id: str) -> sqlite3.Row:
         if not isinstance(job_id, str) or not JOB_ID.match(job_id):
@@ -259,7 +286,7 @@ class JobStore:
             cur = con.execute(
                 "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = COALESCE(started_at, ?),"
                 " finished_at = NULL, heartbeat_at = ?, host = ?, worker_pid = ?, worker_start = ?, pid = NULL, pgid = NULL,"
-                " exit_code = NULL, eta_s = NULL, samples_per_s = NULL, phase = 'starting', message = ?"
+                " exit_code = NULL, eta_s = NULL, samples_per_s = NULL, phase = 'loading', phase_progress = NULL, message = ?"
                 f" WHERE id = ? AND owner = ? AND state IN ({_qs(PENDING)}) AND attempts = ? AND cancel_mode IS NULL",
                 (RUNNING, now, now, host, worker_pid, worker_start, "Starting the engine.", job_id, owner, *PENDING,
                  attempts),
@@ -441,9 +468,21 @@ def _view(row: sqlite3.Row) -> JobView:
         started_at=d["started_at"], finished_at=d["finished_at"], attempts=d["attempts"],
         heartbeat_at=d["heartbeat_at"], step=d["step"], total_steps=d["total_steps"], eta_s=d["eta_s"],
         samples_per_s=d["samples_per_s"], checkpoint_step=d["checkpoint_step"], message=d["message"],
-        backoffs=d["backoffs"], result_path=d["result_path"], phase=d["phase"],
+        backoffs=d["backoffs"], result_path=d["result_path"], phase=_phase(d["state"], d["phase"]),
         cancel_requested=d["cancel_mode"] if d["state"] == RUNNING else None,
+        phase_progress=d.get("phase_progress") if d["state"] == RUNNING else None, group=d.get("group_id"),
     )
+
+
+def _phase(state: str, stored: str | None) -> str | None:
+    """The job's phase in the contract's words (a stopped or failed job has none)."""
+    if state in PENDING:
+        return "queued"
+    if state == DONE:
+        return "done"
+    if state != RUNNING:
+        return None
+    return PHASE_NAMES.get(stored or "", stored) or "loading"
 
 
 _STORES: dict[str, JobStore] = {}
