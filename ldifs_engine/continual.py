@@ -158,6 +158,7 @@ def combine(spec: RunSpec, stages: list[dict], seconds: float) -> dict:
         task_acc.append(row)
     n = len(tasks)
     transfer = _mean([_mean([task_acc[i][j] for i in range(1, j + 1)]) for j in range(1, n)])
+    transfer_note = _transfer_note(tasks, task_acc, stages)
     datasets = {}
     for k in keys:
         entry = dict(last["datasets"][k])
@@ -180,8 +181,24 @@ def combine(spec: RunSpec, stages: list[dict], seconds: float) -> dict:
             "zs_acc": zs, "task_acc": task_acc,
             "transfer": transfer, "avg": _mean([x for row in task_acc[1:] for x in row]), "last": _mean(task_acc[-1]),
             "stages": [f"{STAGES_DIR}/{i + 1:02d}/results.json" for i in range(n)],
+            "transfer_note": transfer_note,
         },
     }
+
+
+def _transfer_note(tasks: list[str], task_acc: list[list[float | None]], stages: list[dict]) -> str | None:
+    """Why Transfer (and Avg) leave cells out: tasks whose zero-shot accuracy is not measurable
+    (``zs_note``) before they are learned. None when every cell is a measurement."""
+    left_out = [t for j, t in enumerate(tasks) if j >= 1 and any(task_acc[i][j] is None for i in range(1, j + 1))]
+    if not left_out:
+        return None
+    notes = {t: next((st["datasets"][t].get("zs_note") for st in stages if st["datasets"][t].get("zs_note")),
+                     "not measured") for t in left_out}
+    why = "; ".join(f"{t}: {note}" for t, note in notes.items())
+    cells = [task_acc[i][j] for j in range(1, len(tasks)) for i in range(1, j + 1)]
+    if all(c is None for c in cells):
+        return f"Transfer is not measurable: zero-shot accuracy before a task is learned is unmeasurable ({why})"
+    return f"Transfer and Avg leave out the zero-shot cells of {', '.join(left_out)} ({why})"
 
 
 def _concat_curves(curves: list[dict], steps: list[int]) -> dict:

@@ -150,3 +150,43 @@ def test_without_per_image_every_interval_is_null_but_values_stay():
     assert r["datasets"]["shape"]["delta_zs"] == pytest.approx(-0.3)
     assert r["datasets"]["shape"]["delta_zs_ci"] is None and r["target_head_acc"]["delta_ci"] is None
     assert r["summary"]["mean_delta_zs_controls_ci"] is None
+
+
+def _stages_with(zs_after, notes):
+    stages = []
+    heads, carried = [.9, .8, .95], [{}, {"quadrant": .85}, {"quadrant": .75, "count": .7}]
+    for i in range(3):
+        stages.append({
+            "datasets": {k: {"role": "control", "zs_note": notes.get(k),
+                             "before": {"zs_acc": None if k in notes else .25, "zs_ece": None, "lp_acc": None,
+                                        "lp_ece": None},
+                             "after": {"zs_acc": v, "zs_ece": None, "lp_acc": None, "lp_ece": None}}
+                         for k, v in zs_after[i].items()},
+            "target_head_acc": {"before": .25, "after": heads[i]}, "carried_heads_acc": carried[i],
+            "curves": {}, "training": {"steps": 4}, "timing": {"train_s": 1.0, "eval_s": 1.0, "started_at": "t"}})
+    return stages
+
+
+def test_continual_transfer_leaves_out_unmeasurable_cells_and_says_so():
+    from ldifs_engine import continual
+    from ldifs_engine.spec import RunSpec
+
+    spec = RunSpec.from_dict({"data": {"target": "quadrant", "sequence": ["count", "shape"], "controls": ["colour"]},
+                              "optim": {"steps": 4}})
+    note = "class prompts are indistinguishable to this model (all 4 classes give the same text embedding)"
+    zs_after = [{"quadrant": None, "count": None, "shape": .2, "colour": .9},
+                {"quadrant": None, "count": None, "shape": .25, "colour": .8},
+                {"quadrant": None, "count": None, "shape": .7, "colour": .7}]
+    c = continual.combine(spec, _stages_with(zs_after, {"quadrant": note, "count": note}), 3.0)["continual"]
+    assert c["task_acc"][1] == [.9, None, .2]  # count's zero-shot before it is learned: a gap, not 25 %
+    assert c["transfer"] == pytest.approx((.2 + .25) / 2)  # shape's cells only
+    assert c["avg"] == pytest.approx(sum([.9, .2, .85, .8, .25, .75, .7, .95]) / 8)
+    assert "count" in c["transfer_note"] and "indistinguishable" in c["transfer_note"]
+    assert "shape" not in c["transfer_note"].split("(")[0]
+    # two tasks, the second unmeasurable: no Transfer at all, and the note says why
+    two = RunSpec.from_dict({"data": {"target": "quadrant", "sequence": ["count"], "controls": ["colour"]},
+                             "optim": {"steps": 4}})
+    c2 = continual.combine(two, _stages_with(zs_after, {"quadrant": note, "count": note})[:2], 2.0)["continual"]
+    assert c2["transfer"] is None and c2["transfer_note"].startswith("Transfer is not measurable")
+    measured = [{k: (.3 if v is None else v) for k, v in row.items()} for row in zs_after]
+    assert continual.combine(spec, _stages_with(measured, {}), 3.0)["continual"]["transfer_note"] is None
