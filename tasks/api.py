@@ -313,24 +313,37 @@ def export_artifact(user: str, job_id: str, kind: str) -> Path:
     return target
 
 
+CSV_FIELDS = ["dataset", "role", "metric", "before", "after", "delta", "before_ci_lo", "before_ci_hi",
+              "after_ci_lo", "after_ci_hi", "delta_ci_lo", "delta_ci_hi", "n_test", "note"]
+
+
 def _results_rows(results: dict) -> list[dict[str, Any]]:
+    """One row per dataset and metric, with the 95 % intervals where the results carry them."""
+    def ci(pair: Any, i: int) -> float | None:
+        return pair[i] if isinstance(pair, (list, tuple)) and len(pair) == 2 else None
+
     rows = []
     for key, d in (results.get("datasets") or {}).items():
         before, after = d.get("before") or {}, d.get("after") or {}
         for metric in ("zs_acc", "zs_ece", "lp_acc", "lp_ece"):
             b, a = before.get(metric), after.get(metric)
+            dci = d.get({"zs_acc": "delta_zs_ci", "lp_acc": "delta_lp_ci"}.get(metric, ""))
             rows.append({"dataset": key, "role": d.get("role", ""), "metric": metric, "before": b, "after": a,
-                         "delta": (a - b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None})
+                         "delta": (a - b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None,
+                         "before_ci_lo": ci(before.get(f"{metric}_ci"), 0), "before_ci_hi": ci(before.get(f"{metric}_ci"), 1),
+                         "after_ci_lo": ci(after.get(f"{metric}_ci"), 0), "after_ci_hi": ci(after.get(f"{metric}_ci"), 1),
+                         "delta_ci_lo": ci(dci, 0), "delta_ci_hi": ci(dci, 1), "n_test": d.get("n_test"),
+                         "note": (d.get("zs_note") or "") if metric.startswith("zs_") else ""})
     return rows
 
 
 def _results_csv(results: dict) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["dataset", "role", "metric", "before", "after", "delta"])
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     w.writeheader()
     for row in _results_rows(results):
         # A leading = + - @ would make a spreadsheet evaluate a cell; dataset keys are catalog keys, but be safe.
-        w.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in row.items()})
+        w.writerow({k: ("'" + v if isinstance(v, str) and v[:1] and v[:1] in "=+-@" else v) for k, v in row.items()})
     return buf.getvalue()
 
 

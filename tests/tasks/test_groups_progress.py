@@ -125,3 +125,26 @@ def test_an_old_database_gains_the_group_column(tmp_path):
     assert v.group is None and v.phase == "done"
     g = new_job(s, group=uuid.uuid4().hex)
     assert [x.id for x in s.list_group("alice", g.group)] == [g.id]
+
+
+def test_the_csv_export_carries_intervals_and_notes(immediate):
+    import csv
+    import io
+    import json
+
+    from .test_jobs import run_dir
+
+    job_id = api.submit("alice", spec(steps=2))
+    res = api.get_results("alice", job_id)
+    note = "class prompts are indistinguishable to this model"
+    res["datasets"] = {
+        "quadrant": {"role": "target", "n_test": 120, "zs_note": note,
+                     "before": {"zs_acc": None, "zs_acc_ci": None, "lp_acc": 0.4, "lp_acc_ci": [0.31, 0.49]},
+                     "after": {"zs_acc": None, "zs_acc_ci": None, "lp_acc": 0.9, "lp_acc_ci": [0.83, 0.94]},
+                     "delta_lp_ci": [0.4, 0.6]}}
+    (run_dir(job_id) / "results.json").write_text(json.dumps(res))
+    rows = list(csv.DictReader(io.StringIO(api.export_artifact("alice", job_id, "csv").read_text())))
+    lp = next(r for r in rows if r["metric"] == "lp_acc")
+    assert (lp["before_ci_lo"], lp["after_ci_hi"], lp["delta_ci_lo"], lp["n_test"]) == ("0.31", "0.94", "0.4", "120")
+    zs = next(r for r in rows if r["metric"] == "zs_acc")
+    assert zs["before"] == "" and zs["note"] == note and lp["note"] == ""
