@@ -25,11 +25,11 @@ from typing import Any
 from ldifs_engine import files
 from ldifs_engine.files import atomic_write_json
 
-from . import leases, queue
+from . import leases, queue, servers
 from .events import Progress, read_new
 from .ownership import upload_problems
 from .settings import Settings, get_settings
-from .store import CANCELLED, DONE, FAILED, PENDING, JobNotFound, JobStore, open_store
+from .store import CANCELLED, DONE, FAILED, PENDING, JobNotFound, JobStore, StoreUnavailable, open_store
 
 log = logging.getLogger("ldifs.worker")
 
@@ -161,7 +161,11 @@ def run_job(owner: str, job_id: str, attempt: int) -> str:
     starts an engine; every other call returns ``"skipped"``.
     """
     settings = get_settings()
-    return _Attempt(settings, open_store(settings), owner, job_id, attempt).execute()
+    # An unreachable job store holds this message (one log line per retry) instead of dropping it.
+    store = servers.retrying(lambda: open_store(settings), settings, SHUTDOWN)
+    if store is None:
+        return "deferred"  # shutting down; the job is still waiting in the store and is re-enqueued later
+    return _Attempt(settings, store, owner, job_id, attempt).execute()
 
 
 class _Attempt:
@@ -171,7 +175,9 @@ class _Attempt:
 
     def execute(self) -> str:
         try:
-            rec = self.store.record(self.owner, self.job_id)
+            rec = servers.retrying(lambda: self.store.record(self.owner, self.job_id), self.settings, SHUTDOWN)
+            if rec is None:
+                return "deferred"
         except JobNotFound:
             log.warning("job %s no longer exists; dropping its message", self.job_id)
             return "skipped"
@@ -209,9 +215,16 @@ class _Attempt:
         return outcome
 
     def _requeue(self, priority: int, attempt: int | None = None, delay: float | None = None) -> None:
-        task_id = queue.enqueue_run_job(self.owner, self.job_id, self.attempt if attempt is None else attempt,
-                                        priority=priority, delay=delay)
-        self.store.set_task_id(self.owner, self.job_id, task_id)
+        try:
+            task_id = queue.enqueue_run_job(self.owner, self.job_id, self.attempt if attempt is None else attempt,
+                                            priority=priority, delay=delay)
+            self.store.set_task_id(self.owner, self.job_id, task_id)
+        except Exception as e:
+            message = servers.outage(e, self.settings)
+            if message is None:
+                raise
+            # The job waits in the store; a worker's reaper re-enqueues it once the queue is back.
+            log.warning("job %s: not re-queued now (%s)", self.job_id, message)
 
     # ---- one engine process ------------------------------------------------------------------
     def _supervise(self, run_dir: Path, gpu: str | None) -> str:
@@ -272,6 +285,22 @@ class _Attempt:
         signalled = killed = False
         shutdown_at: float | None = None
         last_event = time.monotonic()
+        store_lost_at: float | None = None  # monotonic time the job store stopped answering
+
+        def store_call(fn, default):
+            nonlocal store_lost_at
+            if store_lost_at is not None and servers.BACKOFF.waiting:
+                return default  # not before the back-off pause is over
+            try:
+                value = fn()
+            except StoreUnavailable as e:
+                servers.BACKOFF.failed(str(e))
+                store_lost_at = store_lost_at or time.monotonic()
+                return default
+            if store_lost_at is not None:
+                servers.BACKOFF.ok("the job store is")
+                store_lost_at = None
+            return value
 
         def ask_stop(why: str, deadline: float | None) -> None:
             nonlocal reason, kill_at, signalled
@@ -289,14 +318,24 @@ class _Attempt:
                 pass
             now = time.monotonic()
             events, offset = read_new(events_path, offset)
-            if progress.apply(events):
+            applied = progress.apply(events)
+            if applied:
                 last_event = now
-                owned = self.store.progress(self.owner, self.job_id, self.run, heartbeat_at=time.time(),
-                                            events_offset=offset, **progress.fields())
+            if applied or store_lost_at is not None:
+                owned = store_call(lambda: self.store.progress(
+                    self.owner, self.job_id, self.run, heartbeat_at=time.time(), events_offset=offset,
+                    **progress.fields()), True)
                 if not owned and reason != "lost":  # the reaper of another host took the job over
                     log.warning("job %s: no longer ours (attempt %d); stopping the engine", self.job_id, self.run)
                     ask_stop("lost", now + s.kill_grace_s)
-            mode = self.store.cancel_mode(self.owner, self.job_id)
+            if (store_lost_at is not None and reason is None
+                    and now - store_lost_at > s.heartbeat_stale_s / 2):
+                # Past half the stale window another host's reaper may take the job over: checkpoint and
+                # stop now, so two engines never run one job.
+                log.warning("job %s: the job store has been unreachable for %.0f s; stopping the engine at a "
+                            "checkpoint", self.job_id, now - store_lost_at)
+                ask_stop("outage", None)
+            mode = store_call(lambda: self.store.cancel_mode(self.owner, self.job_id), None)
             if mode and reason not in ("user", "lost"):
                 ask_stop("user", None)
             if mode == "kill" and reason == "user" and kill_at is None:
@@ -318,7 +357,8 @@ class _Attempt:
         progress.apply(events)
         with contextlib.suppress(FileNotFoundError):
             (run_dir / "STOP").unlink()
-        if reason not in ("user", "lost") and self.store.cancel_mode(self.owner, self.job_id):
+        if reason not in ("user", "lost") and servers.retrying(
+                lambda: self.store.cancel_mode(self.owner, self.job_id), self.settings):
             reason = "user"
         if reason == "lost":
             return "lost"
@@ -345,6 +385,9 @@ class _Attempt:
             if reason == "shutdown":
                 msg = f"The worker shut down at {where}.{kept} It resumes when a worker is running."
                 crashed = False
+            elif reason == "outage":
+                msg = f"Stopped at {where} because the job store was unreachable.{kept} It resumes on a worker."
+                crashed = False
             elif reason == "stall":
                 msg = f"No progress for {self.settings.heartbeat_stale_s:.0f} s at {where}; the engine was stopped.{kept}"
                 crashed = True
@@ -352,13 +395,14 @@ class _Attempt:
                 name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
                 msg = f"The engine was killed by {name} at {where} (out of host memory?).{kept}"
                 crashed = True
-            outcome = self.store.interrupt(self.owner, self.job_id, self.run, message=msg, crashed=crashed,
-                                           max_attempts=self.settings.max_attempts, exit_code=code, **fields)
-            return outcome
+            return servers.retrying(lambda: self.store.interrupt(
+                self.owner, self.job_id, self.run, message=msg, crashed=crashed,
+                max_attempts=self.settings.max_attempts, exit_code=code, **fields), self.settings)
         msg = failure_message(code, progress, run_dir / "engine.log")
         self._finish(FAILED, msg, code, **fields)
         return "failed"
 
     def _finish(self, state: str, message: str, code: int | None, **fields: Any) -> None:
-        if not self.store.finish(self.owner, self.job_id, self.run, state, message=message, exit_code=code, **fields):
+        if not servers.retrying(lambda: self.store.finish(self.owner, self.job_id, self.run, state, message=message,
+                                                          exit_code=code, **fields), self.settings):
             log.warning("job %s: state changed under us; not marking it %s", self.job_id, state)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import jobs, leases, queue
+from . import jobs, leases, queue, servers
 from .events import Progress, read_new
 from .settings import Settings, get_settings
 from .store import CANCELLED, DONE, FAILED, JobStore, open_store
@@ -172,5 +172,11 @@ class Reaper:
         while not self._stop.wait(self.settings.reaper_interval_s):
             try:
                 reap_once(self.settings)
-            except Exception:
-                log.exception("reaper pass failed")
+                if self.settings.queue_url:  # Redis: a message lost in an outage (or a failed enqueue) comes back
+                    recover_queue(self.settings)
+            except Exception as e:
+                message = servers.outage(e, self.settings)
+                if message is None:
+                    log.exception("reaper pass failed")
+                else:
+                    servers.BACKOFF.failed(message)

@@ -158,6 +158,8 @@ CREATE INDEX IF NOT EXISTS jobs_owner_group ON jobs (owner, group_id)
 MIGRATIONS: list[Migration] = [
     (1, "jobs table", _SCHEMA),
     (2, "seed-repeat groups and phase progress", _GROUPS_AND_PHASE_PROGRESS),
+    (3, "installation facts (the runs volume's token)",
+     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"),
 ]
 
 # Columns the worker may write while a job runs (everything else changes only through transitions).
@@ -196,6 +198,17 @@ class JobStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the database answers."""
+        self._con().execute("SELECT 1").fetchone()
+
+    # ---- installation facts ------------------------------------------------------------------
+    def meta_setdefault(self, key: str, value: str) -> str:
+        """The stored value of ``key``, storing ``value`` first if there is none (first writer wins)."""
+        con = self._con()
+        con.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+        return con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
 
     # ---- creating jobs -------------------------------------------------------------------
     def create(self, owner: str, jobs: Sequence[dict[str, Any]], *, max_queued: int) -> list[JobView]:
@@ -325,7 +338,7 @@ class JobStore:
         unknown = set(fields) - _PROGRESS
         if unknown:
             raise ValueError(f"not progress fields: {sorted(unknown)}")
-        sets, args = _assignments({**fields, "message": message})
+        sets, args = _assignments({**_without(fields, "eta_s", "phase"), "message": message})
         cur = self._con().execute(
             f"UPDATE jobs SET {sets}, state = ?, finished_at = ?, exit_code = ?, result_path = ?, pid = NULL,"
             " pgid = NULL, eta_s = NULL, phase = ? WHERE id = ? AND owner = ? AND state = ? AND attempts = ?",
@@ -359,7 +372,7 @@ class JobStore:
                            "use resume to try again.")
             else:
                 state, outcome = INTERRUPTED, "requeue"
-            sets, args = _assignments({**fields, "message": message})
+            sets, args = _assignments({**_without(fields, "eta_s", "phase"), "message": message})
             finished = time.time() if state in FINAL else None
             con.execute(
                 f"UPDATE jobs SET {sets}, state = ?, crashes = ?, finished_at = ?, exit_code = ?, pid = NULL,"
@@ -444,6 +457,12 @@ class JobStore:
 # ---- helpers ---------------------------------------------------------------------------------
 def _qs(items: Sequence[Any]) -> str:
     return ", ".join("?" * len(items))
+
+
+def _without(fields: dict[str, Any], *names: str) -> dict[str, Any]:
+    """``fields`` less the columns a statement sets itself (PostgreSQL rejects a column assigned twice;
+    SQLite would keep the statement's own, rightmost value — the same result)."""
+    return {k: v for k, v in fields.items() if k not in names}
 
 
 def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:

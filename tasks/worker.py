@@ -17,7 +17,7 @@ import threading
 
 from huey.consumer import Consumer
 
-from . import jobs, queue, reaper
+from . import jobs, queue, reaper, servers
 from .settings import Settings, get_settings
 
 log = logging.getLogger("ldifs.worker")
@@ -27,8 +27,9 @@ class JobConsumer(Consumer):
     """A huey consumer whose stop first asks running engines to checkpoint, and which can live in a
     non-main thread (Python only lets the main thread install signal handlers)."""
 
-    def __init__(self, huey, *, install_signals: bool = True, **options):
+    def __init__(self, huey, *, install_signals: bool = True, settings: Settings | None = None, **options):
         self._install_signals = install_signals
+        self.worker_class, self.scheduler_class = servers.consumer_classes(settings or get_settings())
         super().__init__(huey, **options)
 
     def _set_signal_handlers(self) -> None:
@@ -48,7 +49,7 @@ def _consumer(settings: Settings, workers: int | None, install_signals: bool) ->
     return JobConsumer(
         huey, workers=workers or settings.workers, worker_type="thread", periodic=False,
         initial_delay=min(0.1, settings.queue_poll_max_s), backoff=1.5, max_delay=settings.queue_poll_max_s,
-        flush_locks=True, install_signals=install_signals)
+        flush_locks=True, install_signals=install_signals, settings=settings)
 
 
 def _recover_at_start(settings: Settings) -> None:
@@ -65,6 +66,12 @@ def run_consumer(workers: int | None = None, *, settings: Settings | None = None
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     jobs.reset_shutdown()
+    try:  # an unreachable database or queue: one line per retry, not a crash
+        servers.wait_for_servers(settings, queue.get_huey())
+    except KeyboardInterrupt:
+        log.info("worker: stopped while waiting for the servers")
+        return
+    servers.check_runs_volume(settings)  # refuses to start (one line) unless the shared runs folder is visible
     consumer = _consumer(settings, workers, install_signals=True)
     log.info("worker: %d slot(s), GPUs %s, queue %s", consumer.workers, ", ".join(settings.gpu_ids) or "auto",
              settings.queue_url or settings.queue_path)
@@ -86,6 +93,8 @@ class EmbeddedConsumer:
 
     def _run(self) -> None:
         try:
+            if not servers.wait_for_servers(self.settings, self.consumer.huey, self.consumer.stop_flag):
+                return
             _recover_at_start(self.settings)
             self._reaper.start()
             self.consumer.run()

@@ -99,9 +99,11 @@ def test_progress_and_finish_only_apply_to_the_current_attempt(store):
     with pytest.raises(ValueError):
         store.progress("alice", v.id, 1, state=DONE)  # transitions are not progress
     assert not store.finish("alice", v.id, 2, DONE, message="x")
-    assert store.finish("alice", v.id, 1, DONE, message="ok", result_path="/r.json")
+    # the worker passes every progress field it knows; finish's own columns (eta, phase) win
+    assert store.finish("alice", v.id, 1, DONE, message="ok", result_path="/r.json", eta_s=3.0, phase="train")
     r = store.get("alice", v.id)
     assert (r.state, r.step, r.backoffs, r.message, r.result_path) == (DONE, 2, [{"micro_batch": 32}], "ok", "/r.json")
+    assert (r.eta_s, r.phase) == (None, "done")
     assert r.finished_at is not None
     assert not store.finish("alice", v.id, 1, FAILED, message="late")  # DONE is final
     with pytest.raises(ValueError):
@@ -113,10 +115,12 @@ def test_crashes_are_retried_up_to_max_attempts_then_failed(store):
     outcomes = []
     for attempt in range(3):
         assert claim(store, v, attempts=attempt) == "claimed"
-        outcomes.append(store.interrupt("alice", v.id, attempt + 1, message="killed.", crashed=True, max_attempts=3))
+        outcomes.append(store.interrupt("alice", v.id, attempt + 1, message="killed.", crashed=True, max_attempts=3,
+                                        eta_s=5.0, phase="train", step=attempt))
     assert outcomes == ["requeue", "requeue", "failed"]
     r = store.get("alice", v.id)
     assert r.state == FAILED and "Gave up after 3" in r.message
+    assert (r.eta_s, r.phase, r.step) == (None, None, 2)
 
 
 def test_clean_shutdowns_do_not_use_up_attempts(store):
