@@ -77,7 +77,7 @@ class Backoff:
                 self._delay, self._subject = 0.0, subject
             self._delay = self.first if not self._delay else min(self.cap, self._delay * 2)
             self._until = now + self._delay
-            log.warning("%s; retrying in %.0f s", message, self._delay)
+            log.warning("%s; retrying in %s s", message, f"{self._delay:g}")
             return self._delay
 
     def ok(self, what: str = "the servers are") -> None:
