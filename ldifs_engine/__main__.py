@@ -85,14 +85,18 @@ def _fmt(v) -> str:
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
-    from .backbones import BACKBONES
+    from .backbones import BACKBONES, OPERATOR_PROBLEMS, check_operator_shapes
 
+    problems = OPERATOR_PROBLEMS + check_operator_shapes()
+    for line in problems:  # the operator's file: one line per problem, entries with problems left out
+        print(f"warning: {line}", file=sys.stderr)
     rows = [b.meta() for _, b in BACKBONES.items()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for b in rows:
-        where = "needs download" if b["needs_download"] else ("random init" if b["random_init"] else "built-in")
+        where = ("operator" if b.get("operator") else "needs download" if b["needs_download"]
+                 else "random init" if b["random_init"] else "built-in")
         print(f"{b['key']:<34}{where:<16}{b['title']}")
     return 0
 

@@ -9,6 +9,7 @@ import copy
 import hashlib
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,20 +36,27 @@ class BackboneInfo:
     description: str = ""
     tower: str = "vit"  # vit | resnet: decides the LDIFS tap layout
     tags: tuple[str, ...] = field(default=())
+    # Operator-registered entries (LDIFS_BACKBONES): a local safetensors file or a pre-filled model cache.
+    weights_file: str | None = None
+    cache_dir: str | None = None
+    quick_gelu: bool | None = None  # None: what open_clip's pretrained config of (arch, tag) says
+    operator: bool = False
 
     @property
     def needs_download(self) -> bool:
-        return self.pretrained is not None
+        return self.pretrained is not None and not self.operator
 
     @property
     def random_init(self) -> bool:
-        return self.pretrained is None and self.builtin_weights is None
+        return self.pretrained is None and self.builtin_weights is None and self.weights_file is None
 
     def meta(self) -> dict:
+        # No file paths here: this goes to users, who pick keys only.
         return {
             "key": self.key, "arch": self.arch, "pretrained": self.pretrained, "title": self.title or self.key,
             "description": self.description, "tower": self.tower, "needs_download": self.needs_download,
-            "random_init": self.random_init, "builtin": not self.needs_download, "tags": list(self.tags),
+            "random_init": self.random_init, "builtin": not self.needs_download and not self.operator,
+            "operator": self.operator, "tags": list(self.tags),
         }
 
 
@@ -91,6 +99,96 @@ for _arch, _tag, _tower, _title in [
     ))
 
 
+OPERATOR_PROBLEMS: list[str] = []  # one line per bad entry of $LDIFS_BACKBONES (entries left out)
+
+
+def register_operator_backbones() -> list[str]:
+    """Add the valid entries of ``$LDIFS_BACKBONES`` to the catalog; returns one line per problem."""
+    from .backbone_file import ENV, parse_file
+
+    path = os.environ.get(ENV, "").strip()
+    if not path:
+        return []
+    entries, problems = parse_file(path, builtin_keys={k for k, b in BACKBONES.items() if not b.operator})
+    for e in entries:
+        if e.key in BACKBONES:
+            continue  # registered by an earlier call in this process
+        register_backbone(BackboneInfo(
+            e.key, e.arch, pretrained=e.pretrained, title=e.title, tower=e.tower, weights_file=e.weights,
+            cache_dir=e.cache_dir, quick_gelu=e.quick_gelu, operator=True, tags=("operator", "offline"),
+            description=e.description or f"open_clip {e.arch}, registered by the operator (local weights).",
+        ))
+    OPERATOR_PROBLEMS[:] = problems
+    return problems
+
+
+register_operator_backbones()
+
+
+def quick_gelu_for(info: BackboneInfo) -> bool:
+    """The activation the weights were trained with: the operator's word, else open_clip's pretrained
+    config of (arch, tag) (OpenAI's CLIPs use QuickGELU; open_clip's plain configs build GELU)."""
+    if info.quick_gelu is not None:
+        return info.quick_gelu
+    if info.pretrained is None:
+        return False
+    import open_clip
+
+    return bool((open_clip.get_pretrained_cfg(info.arch, info.pretrained) or {}).get("quick_gelu", False))
+
+
+def create_kwargs(info: BackboneInfo, cache_dir: str | Path | None = None) -> dict:
+    """The ``open_clip.create_model`` arguments of a catalog entry (one place, so every build agrees)."""
+    cache = info.cache_dir or (str(cache_dir) if cache_dir else None)
+    kw = {"model_name": info.arch, "pretrained": info.pretrained, "force_quick_gelu": quick_gelu_for(info)}
+    if info.pretrained is not None:
+        kw.update(cache_dir=cache, require_pretrained=True)
+    return kw
+
+
+def check_operator_shapes(*, drop: bool = True) -> list[str]:
+    """Operator entries whose safetensors tensors do not match their architecture (one line each);
+    with ``drop`` such entries leave the catalog.
+
+    Builds each architecture on the ``meta`` device (no memory, no weights read) and compares the
+    file's header; meant for places where torch is loaded anyway (the engine, ``ldifs backbones``)."""
+    import open_clip
+
+    from .backbone_file import ENV, safetensors_header
+
+    _add_builtin_configs()
+    problems = []
+    for key, info in BACKBONES.items():
+        if not info.operator or not info.weights_file:
+            continue
+        try:
+            with torch.device("meta"):  # build without allocating or initialising anything
+                model = open_clip.create_model(info.arch, pretrained=None, force_quick_gelu=quick_gelu_for(info),
+                                               device="meta")
+            expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            got = safetensors_header(Path(info.weights_file))
+        except Exception as e:  # noqa: BLE001 — any failure here is this entry's problem
+            problems.append(f"{ENV}: {key}: cannot check {Path(info.weights_file).name}: {str(e)[:160]}")
+            if drop:
+                BACKBONES.unregister(key)
+            continue
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        wrong = [k for k in expected if k in got and got[k] != expected[k]]
+        if missing or extra or wrong:
+            detail = "; ".join(x for x in (
+                f"missing {len(missing)} (e.g. {missing[0]})" if missing else "",
+                f"unexpected {len(extra)} (e.g. {extra[0]})" if extra else "",
+                f"wrong shape {len(wrong)} (e.g. {wrong[0]}: {got[wrong[0]]} instead of {expected[wrong[0]]})"
+                if wrong else "") if x)
+            problems.append(f"{ENV}: {key}: {Path(info.weights_file).name} does not fit {info.arch}: {detail}")
+        else:
+            continue
+        if drop:
+            BACKBONES.unregister(key)
+    return problems
+
+
 def _add_builtin_configs() -> None:
     global _CONFIGS_ADDED
     if not _CONFIGS_ADDED:
@@ -119,15 +217,11 @@ def load_backbone(key: str, *, cache_dir: str | Path | None = None, device: str 
     _add_builtin_configs()
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # open_clip warns on random init
     try:
-        if info.pretrained is not None:
-            model = open_clip.create_model(
-                info.arch, pretrained=info.pretrained, cache_dir=str(cache_dir) if cache_dir else None,
-                require_pretrained=True,
-            )
-        else:
-            model = open_clip.create_model(info.arch, pretrained=None)
-            if info.builtin_weights:
-                load_safetensors_into(model, ASSETS / info.builtin_weights)
+        model = open_clip.create_model(**create_kwargs(info, cache_dir))
+        if info.builtin_weights:
+            load_safetensors_into(model, ASSETS / info.builtin_weights)
+        elif info.weights_file:
+            load_safetensors_into(model, Path(info.weights_file))
     except ModelUnavailable:
         raise
     except Exception as e:  # network, hub and file errors all mean the same thing to a user

@@ -328,7 +328,12 @@ def _cross_checks(spec: RunSpec) -> list[str]:
     from .data import DATASETS
 
     p: list[str] = []
-    if spec.backbone not in BACKBONES:
+    from .backbone_file import looks_like_path
+
+    if spec.backbone not in BACKBONES and looks_like_path(spec.backbone):
+        p.append("backbone: a catalog key is expected, not a file path; the operator registers local weights "
+                 f"(LDIFS_BACKBONES); choose one of: {', '.join(BACKBONES.names())}")
+    elif spec.backbone not in BACKBONES:
         p.append(f"backbone: unknown backbone {quote(spec.backbone)}; choose one of: {', '.join(BACKBONES.names())}")
     for path, key in [("data.target", spec.data.target)] + [
         (f"data.controls[{i}]", k) for i, k in enumerate(spec.data.controls)
