@@ -331,8 +331,9 @@ def _cross_checks(spec: RunSpec) -> list[str]:
     from .backbone_file import looks_like_path
 
     if spec.backbone not in BACKBONES and looks_like_path(spec.backbone):
-        p.append("backbone: a catalog key is expected, not a file path; the operator registers local weights "
-                 f"(LDIFS_BACKBONES); choose one of: {', '.join(BACKBONES.names())}")
+        p.append(f"backbone: unknown backbone {quote(spec.backbone)}: a catalog key is expected, not a file path or "
+                 "hub id (the operator registers local weights in LDIFS_BACKBONES); choose one of: "
+                 f"{', '.join(BACKBONES.names())}")
     elif spec.backbone not in BACKBONES:
         p.append(f"backbone: unknown backbone {quote(spec.backbone)}; choose one of: {', '.join(BACKBONES.names())}")
     for path, key in [("data.target", spec.data.target)] + [

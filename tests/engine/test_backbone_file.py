@@ -95,7 +95,7 @@ def test_wrong_shapes_are_found_at_start_and_the_entry_dropped(operator_file, tm
 def test_path_looking_user_key_is_refused():
     for key in ("/srv/models/x.safetensors", "../x", "~/w.safetensors", "C:\\m.bin", "hf-hub:org/repo", "a/b/c"):
         assert looks_like_path(key), key
-        with pytest.raises(SpecError, match="not a file path"):
+        with pytest.raises(SpecError, match="not a file path or hub id"):
             parse_spec({"backbone": key, "data": {"target": "quadrant"}, "optim": {"steps": 1}})
     assert not looks_like_path("ViT-B-32/openai")
 
