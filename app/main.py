@@ -26,6 +26,7 @@ from ldifs_engine.errors import SpecError  # noqa: E402
 
 from . import text  # noqa: E402
 from .context import AppContext, user_errors  # noqa: E402
+from .json_api import json_routes  # noqa: E402
 from .tabs import compare, datasets, jobs, new_run, report  # noqa: E402
 
 log = logging.getLogger("ldifs.app")
@@ -303,6 +304,8 @@ def build_app(api: Any = None, *, auth: str = "none", poll_s: float = 2.0,
 
         demo.load(whoami, None, who, api_name="whoami", api_visibility="private")
         _public_api(ctx)
+    # Plain JSON /api/jobs and /api/status for pollers: handed to Blocks.launch(app_kwargs=...) by launch().
+    demo.ldifs_json_routes = json_routes(ctx)
     demo.queue(default_concurrency_limit=2, max_size=256)
     return demo
 
@@ -328,7 +331,8 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, e
 
         consumer = start_embedded_consumer(settings=settings)
     try:
-        demo.launch(prevent_thread_lock=not block, quiet=False, **kwargs)
+        demo.launch(prevent_thread_lock=not block, quiet=False, app_kwargs={"routes": demo.ldifs_json_routes},
+                    **kwargs)
     except BaseException:
         if consumer is not None and block:
             consumer.stop(graceful=True, timeout=settings.stop_timeout_s)

@@ -5,7 +5,6 @@ Only catalog keys reach open_clip: a user never supplies the ``pretrained=`` str
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import logging
 import math
@@ -13,12 +12,15 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from .lazy import nn, torch
 
 from .errors import ModelUnavailable
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .frozen import FrozenReference
 
 ASSETS = Path(__file__).parent / "assets"
 _CONFIGS_ADDED = False
@@ -393,25 +395,8 @@ def reference_embedding(reference: nn.Module, images: torch.Tensor) -> torch.Ten
     return out[0] if isinstance(out, tuple) else out
 
 
-class FrozenReference(nn.Module):
-    """A frozen copy of an image tower: no grad, always eval (``train()`` cannot flip it)."""
-
-    def __init__(self, visual: nn.Module):
-        super().__init__()
-        self.tower = copy.deepcopy(visual)
-        for p in self.tower.parameters():
-            p.requires_grad_(False)
-        self.tower.eval()
-
-    def train(self, mode: bool = True) -> "FrozenReference":  # noqa: ARG002 — frozen on purpose
-        super().train(False)
-        self.tower.eval()
-        return self
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.tower(images)
-
-
 def frozen_copy(visual: nn.Module) -> FrozenReference:
     """The reference model of LDIFS (and the anchor of L2-SP): frozen three ways."""
+    from .frozen import FrozenReference  # an nn.Module subclass: defining it needs torch, so not at import
+
     return FrozenReference(visual)

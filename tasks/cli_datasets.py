@@ -10,11 +10,18 @@ import argparse
 import getpass
 import json
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 from ldifs_engine.errors import SpecError
 from tasks.cli_errors import guarded
 
-from . import uploads
+
+def _uploads() -> ModuleType:
+    """``tasks.uploads``, imported when a dataset command runs: ``ldifs`` builds its whole parser for
+    every command, and ``ldifs jobs`` must not pay for the dataset catalog."""
+    from . import uploads
+
+    return uploads
 
 
 def _user(args: argparse.Namespace) -> str:
@@ -48,13 +55,13 @@ def _print_report(r: dict) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    report = uploads.import_dataset(_user(args), args.file, name=args.name)
+    report = _uploads().import_dataset(_user(args), args.file, name=args.name)
     _print_json(report) if args.json else _print_report(report)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = uploads.list_user_datasets(_user(args))
+    rows = _uploads().list_user_datasets(_user(args))
     if args.json:
         _print_json(rows)
         return 0
@@ -70,7 +77,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    info = uploads.show_dataset(_user(args), args.key, preview=not args.no_preview)
+    info = _uploads().show_dataset(_user(args), args.key, preview=not args.no_preview)
     if args.json:
         _print_json(info)
         return 0
@@ -106,9 +113,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.key.startswith("upload:"):
         if args.reset:
             raise SpecError("--reset applies to catalog datasets; edit an upload's names or templates instead")
-        out = uploads.update_dataset(_user(args), args.key, classnames=classnames, templates=templates)
+        out = _uploads().update_dataset(_user(args), args.key, classnames=classnames, templates=templates)
     else:
-        out = uploads.set_catalog_overrides(args.key, classnames=classnames, templates=templates, reset=args.reset)
+        out = _uploads().set_catalog_overrides(args.key, classnames=classnames, templates=templates, reset=args.reset)
     if args.json:
         _print_json(out)
     else:
@@ -119,7 +126,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    out = uploads.delete_dataset(_user(args), args.key)
+    out = _uploads().delete_dataset(_user(args), args.key)
     print(f"Deleted {out['key']} ({out['freed_bytes']:,} bytes freed)")
     return 0
 

@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ldifs_engine.data.catalog import DATASETS, DataContext
-from ldifs_engine.data.ingest import IngestLimits, UploadRejected, ingest_zip, open_rgb, sweep_stale_ingests
 from ldifs_engine.data.manifest import (
     MANIFEST_NAME,
     UPLOAD_ID,
@@ -152,6 +151,9 @@ def import_dataset(user: str, zip_path: str | os.PathLike, name: str | None = No
         InvalidUpload: the archive breaks a rule (``str()`` says which); nothing was kept.
         QuotaExceeded: the user's storage quota is used up, or another of their uploads is in progress.
     """
+    # Decoding images needs PIL and numpy: loaded when an upload arrives, not with the service layer.
+    from ldifs_engine.data.ingest import IngestLimits, UploadRejected, ingest_zip, sweep_stale_ingests
+
     s = get_settings()
     owner = owner_hash(user)
     display = _display_name(name, Path(zip_path).stem)
@@ -322,6 +324,8 @@ def set_catalog_overrides(key: str, classnames: list[str] | None = None, templat
 # --- preview grid -------------------------------------------------------------------------------------
 
 def _upload_samples(m: Manifest, folder: Path, per_class: int, max_classes: int) -> list[tuple[str, list]]:
+    from ldifs_engine.data.ingest import open_rgb
+
     rows: list[tuple[str, list]] = []
     by_class: dict[int, list[str]] = {}
     for f in m.files:

@@ -1,7 +1,9 @@
 """Dataset catalog: one ``DatasetInfo`` registry entry per dataset.
 
-A loader returns an ``ImageSet``: a torch ``Dataset`` of ``(uint8 tensor [3,H,W], int label)``.
-The engine resizes and normalises in batches, so loaders never know about the backbone.
+A loader returns an ``ImageSet``: a map-style dataset of ``(uint8 tensor [3,H,W], int label)`` that
+torch's ``DataLoader`` takes as is. The engine resizes and normalises in batches, so loaders never know
+about the backbone. The catalog itself is plain Python (torch loads only when a set is built), so the
+service layer can list datasets and validate specs without the tensor libraries.
 """
 from __future__ import annotations
 
@@ -9,9 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset
-
+from ..lazy import torch
 from ..registry import Registry
 
 SPLITS = ("train", "test")
@@ -25,8 +25,11 @@ class DataContext:
     download: bool = False
 
 
-class ImageSet(Dataset):
-    """Base for everything a loader returns; ``classnames`` travels with the data."""
+class ImageSet:
+    """Base for everything a loader returns; ``classnames`` travels with the data.
+
+    Not a ``torch.utils.data.Dataset`` subclass on purpose: that would load torch with the catalog.
+    ``DataLoader`` only needs ``__len__`` and ``__getitem__``."""
 
     classnames: Sequence[str] = ()
 

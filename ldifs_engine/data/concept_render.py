@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
-import torch
-import torch.nn.functional as F
+from ..lazy import F, torch
 
 # Bump when anything below changes the pixels a seed produces; the shipped model's manifest
 # records the version it was trained and measured on.
@@ -25,18 +25,15 @@ QUADRANT_SIZE = IMAGE_SIZE // 2
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "star")
 COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "white")
-COLOUR_RGB = torch.tensor(
-    [
-        [225, 40, 40],  # red
-        [245, 140, 20],  # orange
-        [235, 225, 40],  # yellow
-        [40, 200, 60],  # green
-        [40, 215, 225],  # cyan
-        [50, 90, 235],  # blue
-        [160, 60, 215],  # purple
-        [235, 235, 235],  # white
-    ],
-    dtype=torch.float32,
+COLOUR_VALUES = (  # RGB of each named colour, in COLOURS order
+    (225, 40, 40),  # red
+    (245, 140, 20),  # orange
+    (235, 225, 40),  # yellow
+    (40, 200, 60),  # green
+    (40, 215, 225),  # cyan
+    (50, 90, 235),  # blue
+    (160, 60, 215),  # purple
+    (235, 235, 235),  # white
 )
 PATTERNS = ("solid", "horizontally striped", "vertically striped", "checkered")
 SIZES = ("small", "large")
@@ -50,6 +47,12 @@ COLOUR_JITTER = 12.0  # per-channel std of an object's colour around its named c
 SUPERSAMPLE = 2
 
 ATTRIBUTES = {"shape": SHAPES, "colour": COLOURS, "pattern": PATTERNS, "size": SIZES, "quadrant": QUADRANTS}
+
+
+@lru_cache(maxsize=1)
+def colour_rgb() -> torch.Tensor:
+    """``COLOUR_VALUES`` as a float ``[8, 3]`` tensor (built on first use: the constants stay torch-free)."""
+    return torch.tensor(COLOUR_VALUES, dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def render(objects: Objects, gen: torch.Generator) -> Rendered:
     offset = (2 * torch.rand(n, k, 2, generator=gen) - 1) * slack[..., None]
     qx, qy = objects.quadrant % 2, objects.quadrant // 2
     centres = torch.stack([qx, qy], dim=-1).float() * QUADRANT_SIZE + QUADRANT_SIZE / 2 + offset
-    colours = COLOUR_RGB[objects.colour] + COLOUR_JITTER * torch.randn(n, k, 3, generator=gen)
+    colours = colour_rgb()[objects.colour] + COLOUR_JITTER * torch.randn(n, k, 3, generator=gen)
     phase = torch.randint(2 * BAND_PX, (n, k, 2), generator=gen)
 
     fine = (torch.arange(IMAGE_SIZE * SUPERSAMPLE, dtype=torch.float32) + 0.5) / SUPERSAMPLE

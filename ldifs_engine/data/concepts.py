@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-import torch
+from ..lazy import torch
 
 from .catalog import DataContext, DatasetInfo, TensorImageSet, register_dataset
 from .concept_render import (

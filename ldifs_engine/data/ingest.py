@@ -33,10 +33,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InvalidUpload
+from ..lazy import torch
 from .manifest import MANIFEST_NAME, SCHEMA, Manifest, ManifestFile, write_manifest
 from .splits import stratified_holdout
 from .templates import (

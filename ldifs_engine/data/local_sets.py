@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import torch
+from ..lazy import torch
 
 from ..errors import DatasetUnavailable
 from .catalog import DataContext, DatasetInfo, ImageSet, register_dataset

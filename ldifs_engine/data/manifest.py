@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+from ..lazy import torch
 
 from ..errors import DatasetUnavailable, SpecError
 from ..files import atomic_write_json

@@ -11,10 +11,37 @@ templates (catalog overrides, upload manifests) live here too.
 """
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 import unicodedata
+from types import ModuleType
 
-from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+
+def _open_clip_zero_shot_metadata() -> ModuleType:
+    """open_clip's ImageNet names and templates without importing open_clip.
+
+    ``import open_clip.zero_shot_metadata`` runs ``open_clip/__init__`` first, which loads torch and
+    torchvision; the metadata file itself is plain Python with no imports, so it is executed on its own.
+    Keeps this module (and the catalog and spec validation that read it) light for the service layer.
+    """
+    loaded = sys.modules.get("open_clip.zero_shot_metadata")
+    if loaded is not None:
+        return loaded
+    package = importlib.util.find_spec("open_clip")  # finds the package without running its __init__
+    if package is None or not package.submodule_search_locations:
+        raise ModuleNotFoundError("open_clip is not installed", name="open_clip")
+    path = f"{list(package.submodule_search_locations)[0]}/zero_shot_metadata.py"
+    spec = importlib.util.spec_from_file_location("ldifs_engine.data._open_clip_zero_shot_metadata", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_OPEN_CLIP_METADATA = _open_clip_zero_shot_metadata()
+IMAGENET_CLASSNAMES = _OPEN_CLIP_METADATA.IMAGENET_CLASSNAMES
+OPENAI_IMAGENET_TEMPLATES = _OPEN_CLIP_METADATA.OPENAI_IMAGENET_TEMPLATES
 
 MAX_CLASSNAME_CHARS = 200
 MAX_TEMPLATE_CHARS = 300

@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from torch.utils.data import ConcatDataset, Dataset
+from ..lazy import np, torch
 
 from ..errors import DatasetUnavailable
 from .catalog import DataContext, DatasetInfo, ImageSet, register_dataset
-from .splits import stratified_holdout
 from .templates import vocabulary
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 # EuroSAT has no official split; the paper re-splits it 21.6k / 2.7k / 2.7k. Fixed seeds keep the test
 # set identical for every run.
@@ -54,7 +54,7 @@ class TorchvisionImageSet(ImageSet):
 
 def _labels_of(ds: Dataset) -> np.ndarray:
     """Labels without decoding images (torchvision keeps them under a few attribute names)."""
-    if isinstance(ds, ConcatDataset):
+    if isinstance(ds, torch.utils.data.ConcatDataset):
         return np.concatenate([_labels_of(d) for d in ds.datasets])
     for attr in ("targets", "labels", "_labels"):
         value = getattr(ds, attr, None)
@@ -129,6 +129,8 @@ def _loader(e: _Entry) -> Callable[[str, DataContext], ImageSet]:
 
 
 def _eurosat(e: _Entry, split: str, ctx: DataContext, classnames: Sequence[str]) -> ImageSet:
+    from .splits import stratified_holdout  # numpy: loaded with the data, not with the catalog
+
     base = _build(e, split, ctx)
     labels = _labels_of(base)
     rest, test = stratified_holdout(labels, 0.1, EUROSAT_TEST_SEED)  # 2.7k test
@@ -145,7 +147,7 @@ def _tv() -> Any:
 
 
 def _both(make: Callable[[str], Dataset], first: str, second: str) -> Dataset:
-    return ConcatDataset([make(first), make(second)])
+    return torch.utils.data.ConcatDataset([make(first), make(second)])
 
 
 ENTRIES: tuple[_Entry, ...] = (

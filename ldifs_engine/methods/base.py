@@ -4,9 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from ..lazy import F, nn, torch
 
 from ..backbones import image_taps
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+from ..lazy import F, torch
 
 from ..spec import _f
 from .base import Method, TrainState

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+from ..lazy import torch
 
 from ..spec import _f
 from .base import CEFamily

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
+from ..lazy import torch
 
 from ..backbones import reference_embedding, reference_taps
 from ..spec import _f

@@ -48,7 +48,7 @@ def serve(*, auth: str | None = None, worker: bool = True, max_file_size: str | 
 
         consumer = start_embedded_consumer(settings=settings)
     kwargs.update(prevent_thread_lock=True, quiet=True)
-    _app, url, _ = demo.launch(**kwargs)
+    _app, url, _ = demo.launch(app_kwargs={"routes": demo.ldifs_json_routes}, **kwargs)
     try:
         yield url
     finally:

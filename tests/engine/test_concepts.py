@@ -118,7 +118,7 @@ def test_colour_labels_match_the_drawn_colour():
     imgs = ds.images.float()
     weight = _bright(ds.images).float()[:, None]
     mean = (imgs * weight).sum((2, 3)) / weight.sum((2, 3))
-    nearest = torch.cdist(mean, R.COLOUR_RGB).argmin(1)
+    nearest = torch.cdist(mean, R.colour_rgb()).argmin(1)
     assert (nearest == ds.labels()).float().mean() > 0.97
 
 
