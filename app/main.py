@@ -203,7 +203,7 @@ def _public_api(ctx: AppContext) -> None:
     def list_jobs(state: str = "", request: gr.Request = None) -> list:  # type: ignore[assignment]
         """Your jobs, newest first (optionally only one state: QUEUED, RUNNING, DONE, …)."""
         states = [s.strip().upper() for s in (state or "").split(",") if s.strip()] or None
-        return [_status(j) for j in api.list_jobs(ctx.user(request), states=states)]
+        return api.job_summaries(ctx.user(request), states=states)
 
     @user_errors
     def status(job_id: str, request: gr.Request = None) -> dict:  # type: ignore[assignment]

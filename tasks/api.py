@@ -26,6 +26,7 @@ from .events import event_log, format_event
 from .jobs import latest_checkpoint, stderr_tail, write_spec
 from .ownership import upload_problems
 from .settings import Settings, get_settings
+from .status_cache import status_cache
 from .store import (
     CANCELLED,
     DONE,
@@ -66,6 +67,7 @@ __all__ = [
     "get_results",
     "group_results",
     "import_dataset",
+    "job_summaries",
     "job_events",
     "job_logs",
     "job_metrics",
@@ -270,10 +272,16 @@ def group_results(user: str, group: str) -> dict[str, Any]:
 
 
 def status_dict(user: str, job_id: str) -> dict[str, Any]:
-    """What ``ldifs status --json`` prints: the job without its spec, plus its spec hash."""
-    d = get_job(user, job_id).to_dict()
-    d.pop("spec", None)
-    return d
+    """What ``ldifs status --json`` prints: the job without its spec, plus its spec hash.
+
+    Served from a short-lived cache that is read again as soon as the store changes (pollers ask often)."""
+    return dict(status_cache().status(_user(user), job_id))
+
+
+def job_summaries(user: str, *, states: Iterable[str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """What ``ldifs jobs --json`` prints: the user's jobs without their specs, newest first (cached like
+    ``status_dict``; the dicts are shared, so copy one before changing it)."""
+    return list(status_cache().jobs(_user(user), states=states, limit=limit))
 
 
 def export_artifact(user: str, job_id: str, kind: str) -> Path:

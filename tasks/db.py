@@ -73,6 +73,10 @@ class Database:
     def close(self) -> None:
         raise NotImplementedError
 
+    def data_version(self) -> int | None:
+        """Changes whenever anyone commits a write; None = this backend cannot tell cheaply."""
+        return None
+
     def migrate(self, migrations: Sequence[Migration]) -> int:
         """Apply the migrations newer than the database's version, all in one transaction; returns the version.
 
@@ -113,6 +117,17 @@ class SqliteDatabase(Database):
         self.busy_timeout_s = busy_timeout_s
         self.journal_mode = journal_mode
         self._local = threading.local()
+        self._version_con: sqlite3.Connection | None = None
+        self._version_lock = threading.Lock()
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version`` on a connection of its own that never writes, so every commit of
+        every other connection (this process's threads included) moves it. Microseconds per call."""
+        with self._version_lock:
+            if self._version_con is None:
+                self._version_con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                                                    check_same_thread=False)
+            return self._version_con.execute("PRAGMA data_version").fetchone()[0]
 
     def con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)

@@ -160,6 +160,9 @@ MIGRATIONS: list[Migration] = [
     (2, "seed-repeat groups and phase progress", _GROUPS_AND_PHASE_PROGRESS),
     (3, "installation facts (the runs volume's token)",
      "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"),
+    # pollers list one user's jobs in some states, newest first (``list(states=...)``)
+    (4, "index for state-filtered job lists",
+     "CREATE INDEX IF NOT EXISTS jobs_owner_state_created ON jobs (owner, state, created_at)"),
 ]
 
 # Columns the worker may write while a job runs (everything else changes only through transitions).
@@ -198,6 +201,11 @@ class JobStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def data_version(self) -> int | None:
+        """A number that changes whenever any connection, in any thread or process, commits a write; None
+        when the backend cannot tell cheaply (PostgreSQL). A poller's cache asks this instead of re-querying."""
+        return self._db.data_version()
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the database answers."""

@@ -235,7 +235,17 @@ class FakeApi:
         return p
 
     def status_dict(self, user: str, job_id: str) -> dict:
-        return self._own(user, job_id).to_dict()
+        d = self._own(user, job_id).to_dict()
+        d.pop("spec", None)
+        return d
+
+    def job_summaries(self, user: str, *, states=None, limit: int = 200) -> list[dict]:
+        out = []
+        for j in self.list_jobs(user, states=states, limit=limit):
+            d = j.to_dict()
+            d.pop("spec", None)
+            out.append(d)
+        return out
 
     # ---- catalogs ----
     def catalog_backbones(self) -> list[dict]:
