@@ -100,6 +100,15 @@ def request_stop(run_dir: Path, pgid: int | None, *, signal_child: bool = True) 
         _killpg(pgid, signal.SIGINT)
 
 
+def lower_priority(pid: int, nice: int) -> None:
+    """Make a fresh engine process ``nice`` steps nicer than this worker (capped at 19). Called right after
+    it starts: its compute threads, created later when torch loads, inherit the priority."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):  # gone already, or a platform that refuses: run at normal priority
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+
+
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -253,6 +262,7 @@ class _Attempt:
                 out.flush()
                 proc = subprocess.Popen(argv, env=self._env(gpu), stdin=subprocess.DEVNULL, stdout=out,
                                         stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+            lower_priority(proc.pid, self.settings.engine_nice)
             self.store.set_child(self.owner, self.job_id, self.run, pid=proc.pid, pgid=proc.pid, events_offset=offset)
             log.info("job %s attempt %d: engine pid %d%s", self.job_id, self.run, proc.pid, " (resume)" if resume else "")
             return self._follow(proc, run_dir, events_path, offset)

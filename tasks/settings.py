@@ -81,6 +81,9 @@ class Settings:
     queue_secret: str = field(default="", repr=False)  # HMAC-sign queue messages (set it for Redis)
     cache_size_limit_bytes: int = 4 * 1024**3
     log_tail_lines: int = 40
+    # Engines run this much nicer than their worker: on shared CPUs the web app and status polls stay quick
+    # while a job trains (a GPU-bound run barely notices). 0 = same priority as the worker.
+    engine_nice: int = 10
     db_journal_mode: str = "wal"  # "delete" when LDIFS_HOME is on a shared network filesystem
     db_url: str = field(default="", repr=False)  # postgresql://… → job store on a database server; "" → SQLite
     shared_dir: Path | None = None  # runs/ and datasets/ live here (a volume every machine mounts); None → home
@@ -177,6 +180,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             queue_secret=os.environ.get("LDIFS_QUEUE_SECRET", ""),
             cache_size_limit_bytes=_int("LDIFS_CACHE_SIZE_LIMIT_BYTES", 4 * 1024**3, 1024**2),
             log_tail_lines=_int("LDIFS_LOG_TAIL_LINES", 40, 1),
+            engine_nice=min(19, _int("LDIFS_ENGINE_NICE", 10, 0)),
             db_journal_mode=_choice("LDIFS_DB_JOURNAL", "wal", ("wal", "delete")),
             db_url=db_url,
             shared_dir=Path(shared).expanduser().resolve() if shared else None,

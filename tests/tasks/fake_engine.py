@@ -121,7 +121,7 @@ def main() -> int:
             emit("checkpoint", step=step, path=f"checkpoints/step-{step:08d}")
     results = {"schema": "ldifs.results/1", "spec": spec, "summary": {"target_gain": 0.5, "mean_delta_zs_controls": -0.02},
                "training": {"steps": total, "micro_batch": micro, "final_loss": 1.0 / (1 + total)},
-               "fake_state": round(state, 9)}
+               "fake_state": round(state, 9), "fake_nice": os.nice(0)}  # its CPU priority, once fully running
     tmp = workdir / "results.json.tmp"
     tmp.write_text(json.dumps(results))
     os.replace(tmp, workdir / "results.json")

@@ -56,6 +56,18 @@ def test_a_job_runs_to_done_with_progress_recorded(immediate):
     assert spec_json == v.spec and spec_json["optim"]["steps"] == 6
 
 
+@pytest.mark.parametrize("nice", [10, 0])
+def test_engines_run_nicer_than_their_worker(immediate, monkeypatch, nice):
+    """On shared CPUs a training engine must not starve the web app's status polls (LDIFS_ENGINE_NICE)."""
+    import os
+
+    monkeypatch.setenv("LDIFS_ENGINE_NICE", str(nice))
+    get_settings.cache_clear()
+    job_id = api.submit("alice", spec(steps=2))
+    assert api.get_job("alice", job_id).state == DONE
+    assert results(job_id)["fake_nice"] == min(19, os.nice(0) + nice)
+
+
 def test_gpu_lease_sets_cuda_visible_devices(immediate, monkeypatch):
     monkeypatch.setenv("LDIFS_GPU_IDS", "3")
     get_settings.cache_clear()
