@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .lazy import nn, torch
-
 from .errors import ModelUnavailable
+from .lazy import nn, torch
 from .registry import Registry
 
 if TYPE_CHECKING:
