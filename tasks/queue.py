@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
-
-from huey import Huey, MemoryHuey, SqliteHuey
+from typing import TYPE_CHECKING, Any
 
 from .settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from huey import Huey
 
 QUEUE_NAME = "ldifs"
 RUN_JOB = "ldifs.run_job"
@@ -23,6 +24,10 @@ _lock = threading.Lock()
 
 def make_huey(settings: Settings, *, immediate: bool = False) -> Huey:
     """A new huey for ``settings`` with the job task registered."""
+    # huey is imported on first use: it pulls in redis and psycopg when they are installed (a third of a
+    # second), which `ldifs jobs` and the status routes, reading only the job store, never need.
+    from huey import SqliteHuey
+
     kwargs: dict[str, Any] = {"results": False, "immediate": immediate, "utc": True}
     if settings.queue_secret:
         from huey.serializer import SignedSerializer
@@ -47,6 +52,8 @@ def make_huey(settings: Settings, *, immediate: bool = False) -> Huey:
 
 def make_memory_huey(*, immediate: bool = True) -> Huey:
     """An in-process huey for tests: ``immediate`` runs tasks inline, otherwise ``run_pending`` does."""
+    from huey import MemoryHuey
+
     huey = MemoryHuey(QUEUE_NAME, results=False, immediate=immediate, utc=True)
     register_tasks(huey)
     return huey

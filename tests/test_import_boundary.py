@@ -73,3 +73,19 @@ def test_catalog_modules_stay_importable_without_torch():
                          check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == ""
+
+
+def test_listing_jobs_loads_only_the_job_store(tmp_path):
+    """``ldifs jobs`` / ``status`` read the store and nothing else: no queue client (huey pulls in redis and
+    psycopg), no UI, no numpy — what keeps them well under a second (bench figures in the README)."""
+    code = ("import contextlib, io, sys\n"
+            "import app.cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert app.cli.main(['jobs', '--json', '--user', 'alice']) == 0\n"
+            "    assert app.cli.main(['status', '0123456789abcdef', '--user', 'alice']) != 0\n"
+            f"print(','.join(m for m in {HEAVY + ('numpy', 'huey', 'gradio', 'PIL')!r} if m in sys.modules))")
+    env = {**os.environ, "LDIFS_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == ""
