@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from .settings import Settings
 
-HOST = socket.gethostname()
+# The name this machine goes by in the job store (whose jobs are "mine to check by pid"). Containers that
+# share the host's name (host networking) but not its process table need their own: LDIFS_HOST_NAME.
+HOST = os.environ.get("LDIFS_HOST_NAME", "").strip() or socket.gethostname()
 
 
 def process_start(pid: int) -> int | None:

@@ -68,12 +68,39 @@ def reap_once(settings: Settings | None = None, store: JobStore | None = None) -
                 continue  # a live worker watches its own engine
         elif rec["heartbeat_at"] is not None and now - rec["heartbeat_at"] <= settings.heartbeat_stale_s:
             continue
+        elif _engine_still_running(settings, rec):
+            # Its worker went quiet but its engine (on the other machine) still writes events: resuming now
+            # would run two engines at once. Ask it, through the shared volume, to checkpoint and exit;
+            # a later pass recovers the job once the engine has stopped or gone silent.
+            if not (Path(rec["run_dir"]) / "STOP").exists():
+                log.warning("job %s: its worker on %s is silent but its engine still runs; asking it to stop at "
+                            "a checkpoint", rec["id"], rec["host"])
+                jobs.request_stop(Path(rec["run_dir"]), None, signal_child=False)
+            continue
         try:
             _recover(settings, store, rec, same_host)
             recovered.append(rec["id"])
         except Exception:
             log.exception("could not recover job %s", rec["id"])
     return recovered
+
+
+def _engine_still_running(settings: Settings, rec: dict[str, Any]) -> bool:
+    """An engine of another host is alive if its events file (on the shared volume) changed within the stale
+    window, unless its last attempt already wrote a final event (stopped, error, done) and has been quiet
+    for a moment since (the process is gone, not still writing its last lines)."""
+    events_path = Path(rec["run_dir"]) / "events.jsonl"
+    try:
+        age = time.time() - events_path.stat().st_mtime
+    except OSError:
+        return False
+    if age > settings.heartbeat_stale_s:
+        return False  # silent: dead with its machine, or hung
+    events, _ = read_new(events_path, rec["events_offset"] or 0, final=True)
+    progress = Progress.from_record(rec, settings.log_tail_lines)
+    progress.apply(events)
+    finished = progress.stopped or progress.error or progress.done
+    return not (finished and age > min(1.0, settings.heartbeat_stale_s / 2))
 
 
 def _worker_alive(rec: dict[str, Any]) -> bool:
@@ -134,18 +161,31 @@ def _stop_orphan(settings: Settings, run_dir: Path, pid: int, pgid: int) -> None
         time.sleep(0.05)
 
 
-def recover_queue(settings: Settings | None = None, store: JobStore | None = None) -> list[str]:
-    """Re-enqueue waiting jobs that have no message in the queue (a duplicate would be a no-op anyway)."""
+def recover_queue(settings: Settings | None = None, store: JobStore | None = None,
+                  suspects: dict[str, tuple] | None = None) -> list[str]:
+    """Re-enqueue waiting jobs that have no message in the queue (a duplicate would be a no-op anyway).
+
+    ``suspects`` (the periodic reaper's memory between passes): re-enqueue only a job found without a
+    message on two passes in a row, so one whose message is just being submitted or picked up is left alone.
+    """
     settings = settings or get_settings()
     store = store or open_store(settings)
     waiting = queue.queued_task_ids()
     out = []
+    missing: dict[str, tuple] = {}
     for rec in store.pending_all():
         if rec["task_id"] in waiting:
+            continue
+        key = (rec["task_id"], rec["attempts"], rec["state"])
+        if suspects is not None and suspects.get(rec["id"]) != key:
+            missing[rec["id"]] = key
             continue
         task_id = queue.enqueue_run_job(rec["owner"], rec["id"], rec["attempts"], priority=rec["priority"])
         store.set_task_id(rec["owner"], rec["id"], task_id)
         out.append(rec["id"])
+    if suspects is not None:
+        suspects.clear()
+        suspects.update(missing)
     if out:
         log.warning("re-enqueued %d waiting job(s) whose queue message was missing", len(out))
     return out
@@ -157,6 +197,7 @@ class Reaper:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or get_settings()
         self._stop = threading.Event()
+        self._suspects: dict[str, tuple] = {}  # waiting jobs seen without a queue message on the last pass
         self._thread = threading.Thread(target=self._loop, name="ldifs-reaper", daemon=True)
 
     def start(self) -> Reaper:
@@ -173,7 +214,7 @@ class Reaper:
             try:
                 reap_once(self.settings)
                 if self.settings.queue_url:  # Redis: a message lost in an outage (or a failed enqueue) comes back
-                    recover_queue(self.settings)
+                    recover_queue(self.settings, suspects=self._suspects)
             except Exception as e:
                 message = servers.outage(e, self.settings)
                 if message is None:

@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from tests.servers import postgres_server, redis_server
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported: see ldifs_engine/__init__.py
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,3 +32,18 @@ def _isolated_home(tmp_path, monkeypatch):
         get_settings.cache_clear()
     except Exception:
         pass
+
+
+# ---- real database and queue servers (started once per session, on free loopback ports) ------------
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of our own (``initdb`` in a temp folder); skipped if its binaries are missing."""
+    with postgres_server() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def redis_srv():
+    """A ``redis-server`` with its append-only file on (fsync always); skipped if it is not installed."""
+    with redis_server() as r:
+        yield r

@@ -9,7 +9,6 @@ import pytest
 
 from tasks import jobs, queue
 from tasks.settings import get_settings
-from tests.servers import postgres_server, redis_server
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -77,21 +76,7 @@ def manual(home):
     return h
 
 
-# ---- real database and queue servers (started once per session, on free loopback ports) ------------
-@pytest.fixture(scope="session")
-def postgres():
-    """A PostgreSQL server of our own (``initdb`` in a temp folder); skipped if its binaries are missing."""
-    with postgres_server() as pg:
-        yield pg
-
-
-@pytest.fixture(scope="session")
-def redis_srv():
-    """A ``redis-server`` with its append-only file on (fsync always); skipped if it is not installed."""
-    with redis_server() as r:
-        yield r
-
-
+# ---- the store on each backend (the servers are session fixtures in tests/conftest.py) ---------------
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path) -> str:
     """The store's location on each backend: "" (SQLite under the test's home) or a fresh PostgreSQL schema."""
