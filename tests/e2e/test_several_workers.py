@@ -85,7 +85,7 @@ def start_worker(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / f"{name}.log"
     env = {**os.environ, "LDIFS_HOME": str(tmp_path / name), "LDIFS_HOST_NAME": name}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tasks.worker"], cwd=REPO, env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=REPO, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     return proc, log
 

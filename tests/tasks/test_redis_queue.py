@@ -108,7 +108,7 @@ def test_a_worker_waits_for_unreachable_servers_then_runs_jobs(home, postgres, m
     worker = None
     try:
         with open(log_path, "wb") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "tasks.worker"], env=dict(os.environ), cwd=REPO,
+            worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=dict(os.environ), cwd=REPO,
                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
         def lines(pattern: str) -> list[str]:
