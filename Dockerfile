@@ -19,9 +19,9 @@ ENV PYTHONUNBUFFERED=1 \
 
 # Spaces (and good practice) run the container as uid 1000; the data volume belongs to that user.
 RUN useradd --create-home --uid 1000 user \
- && mkdir -p /data \
- && chown user:user /data \
- && chmod 700 /data
+ && mkdir -p /data /shared \
+ && chown user:user /data /shared \
+ && chmod 700 /data /shared
 
 USER user
 WORKDIR /home/user/app
@@ -34,8 +34,9 @@ COPY --chown=user ldifs_engine ./ldifs_engine
 COPY --chown=user tasks ./tasks
 COPY --chown=user app ./app
 COPY --chown=user examples ./examples
-# gradio[oauth]: "Sign in with Hugging Face" on Spaces (hf_oauth: true).
-RUN pip install --user --extra-index-url "${TORCH_INDEX}" . "gradio[oauth]"
+# gradio[oauth]: "Sign in with Hugging Face" on Spaces (hf_oauth: true); servers: PostgreSQL + Redis
+# clients for several machines (deploy/compose.yaml).
+RUN pip install --user --extra-index-url "${TORCH_INDEX}" ".[servers]" "gradio[oauth]"
 
 # Job store, queue, runs, uploads and caches. On Spaces this disk is ephemeral (see docs/DEPLOY.md).
 VOLUME ["/data"]

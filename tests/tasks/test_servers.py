@@ -65,3 +65,28 @@ def test_backoff_doubles_logs_once_per_round_and_restarts_for_another_server(cap
     assert b._delay == 0 and lines[-1].endswith("reachable again")
     with pytest.raises(ValueError):  # only "cannot reach" errors are retried
         servers.retrying(lambda: int("x"), s, backoff=b)
+
+
+def test_the_compose_file_uses_real_settings_and_commands():
+    """deploy/compose.yaml stays in step with the code: every LDIFS_ variable it sets is read somewhere,
+    and its commands parse."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from app.cli import build_parser
+
+    repo = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((repo / "deploy" / "compose.yaml").read_text())
+    sources = "\n".join(p.read_text() for d in ("tasks", "app") for p in (repo / d).rglob("*.py"))
+    names = set(re.findall(r"LDIFS_[A-Z_]+", (repo / "deploy" / "compose.yaml").read_text()))
+    names -= {"LDIFS_DB_PASSWORD"}  # compose's own variable: the postgres service's password, inside LDIFS_DB_URL
+    assert names and all(f'"{n}"' in sources for n in names), sorted(n for n in names if f'"{n}"' not in sources)
+    parser = build_parser()
+    for name in ("web", "worker"):
+        command = compose["services"][name]["command"]
+        assert command[0] == "ldifs"
+        parser.parse_args(command[1:])
+    assert "--no-worker" in compose["services"]["web"]["command"]
+    assert compose["services"]["worker"]["stop_signal"] == "SIGINT"
