@@ -39,7 +39,7 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
-    """Print a ``user:sha256`` line for LDIFS_AUTH_FILE (the password is read without echo)."""
+    """Print a ``user:scrypt$…`` line for LDIFS_AUTH_FILE (salted; the password is read without echo)."""
     from .main import hash_password
 
     password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
@@ -65,14 +65,14 @@ def _register_app(sub: argparse._SubParsersAction) -> None:
                    help="address to bind (default 127.0.0.1; 0.0.0.0 requires auth)")
     p.add_argument("--port", type=int, default=int(os.environ.get("LDIFS_PORT", "7860")), help="port (default 7860)")
     p.add_argument("--auth", default=None, metavar="USER:PASS[,USER:PASS]",
-                   help="require sign-in (also LDIFS_AUTH, or LDIFS_AUTH_FILE with user:sha256 lines)")
+                   help="require sign-in (also LDIFS_AUTH, or LDIFS_AUTH_FILE with `ldifs hash-password` lines)")
     p.add_argument("--no-worker", dest="worker", action="store_false",
                    help="do not run jobs in this process (run `ldifs worker` separately)")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between live updates in the browser (default 2)")
     p.add_argument("--max-file-size", default=None, help="largest upload, e.g. 500mb (default; LDIFS_MAX_FILE_SIZE)")
     p.set_defaults(func=cmd_app)
 
-    p = sub.add_parser("hash-password", help="print a user:sha256 line for LDIFS_AUTH_FILE")
+    p = sub.add_parser("hash-password", help="print a user:<salted scrypt> line for LDIFS_AUTH_FILE")
     p.add_argument("user")
     p.set_defaults(func=cmd_hash_password)
 

@@ -74,6 +74,12 @@ class AppContext:
         d = Path(tempfile.mkdtemp(dir=self.tmp_dir))
         return d / (_SAFE_NAME.sub("_", filename).strip("._") or "file")
 
+    def scratch_copy(self, src: str | Path, filename: str) -> Path:
+        """A copy of a server-side file (never a browser-supplied path) in a fresh scratch folder."""
+        dest = self.scratch_file(filename)
+        shutil.copyfile(src, dest)
+        return dest
+
 
 def _oauth_username(request: gr.Request) -> str | None:
     """The Hugging Face username of a valid OAuth session, or None."""
@@ -93,8 +99,10 @@ def _oauth_username(request: gr.Request) -> str | None:
     return userinfo.get("preferred_username") or None
 
 
-def user_errors(fn: Callable) -> Callable:
-    """Turn the errors a user can cause into a readable ``gr.Error``; log anything else."""
+def user_errors(fn: Callable, *, escape: bool = True) -> Callable:
+    """Turn the errors a user can cause into a readable ``gr.Error``; log anything else.
+
+    ``escape``: HTML-escape the message (browser toasts); the scripted API gets it verbatim."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -103,13 +111,19 @@ def user_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except LdifsError as e:
-            raise gr.Error(text.html_text(str(e)), title=type(e).__name__.replace("Error", " error").strip(),
+            raise gr.Error(text.html_text(str(e)) if escape else str(e),
+                           title=type(e).__name__.replace("Error", " error").strip(),
                            print_exception=False) from None
         except Exception as e:  # noqa: BLE001 — last line of defence: no tracebacks in the browser
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(f"Something went wrong ({type(e).__name__}). The server log has the details.") from None
 
     return wrapper
+
+
+def api_errors(fn: Callable) -> Callable:
+    """``user_errors`` for the scripted API: messages arrive as plain text (no ``&gt;``)."""
+    return user_errors(fn, escape=False)
 
 
 def quiet(fn: Callable, fallback: Callable[..., Any]) -> Callable:

@@ -1,7 +1,7 @@
 """The LDIFS Studio web app: ``build_app()`` lays out the tabs, ``launch()`` serves it safely.
 
 Run it with ``ldifs app`` (127.0.0.1:7860, embedded job worker). Binding beyond localhost requires
-authentication: ``LDIFS_AUTH="user:pass,…"``, ``LDIFS_AUTH_FILE`` (lines ``user:sha256-hex``), or
+authentication: ``LDIFS_AUTH="user:pass,…"``, ``LDIFS_AUTH_FILE`` (lines from ``ldifs hash-password``), or
 Hugging Face OAuth on Spaces; ``launch_kwargs`` refuses to start public without one of them.
 """
 from __future__ import annotations
@@ -21,11 +21,13 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported anywhere
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from ldifs_engine.errors import SpecError  # noqa: E402
 
-from . import text  # noqa: E402
-from .context import AppContext, user_errors  # noqa: E402
+from . import passwords, text  # noqa: E402
+from .context import AppContext, api_errors, user_errors  # noqa: E402
+from .downloads import Guard  # noqa: E402
 from .json_api import json_routes  # noqa: E402
 from .tabs import compare, datasets, jobs, new_run, report  # noqa: E402
 
@@ -54,41 +56,54 @@ def parse_auth_env(value: str) -> dict[str, bytes]:
     return out
 
 
-def parse_auth_file(content: str, source: str = "LDIFS_AUTH_FILE") -> dict[str, bytes]:
-    """Lines ``user:<sha256 hex of the password>`` (``#`` comments allowed) → {user: digest}."""
-    out: dict[str, bytes] = {}
+def parse_auth_file(content: str, source: str = "LDIFS_AUTH_FILE") -> dict[str, Callable[[str], bool]]:
+    """Lines ``user:<hash>`` (``#`` comments allowed) → {user: verifier}.
+
+    ``<hash>`` is what ``ldifs hash-password`` prints (salted scrypt); old ``<64 hex of sha256>`` lines
+    are still accepted, with a warning naming them."""
+    out: dict[str, Callable[[str], bool]] = {}
+    legacy = []
     for n, line in enumerate(content.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        user, sep, hexd = line.partition(":")
-        hexd = hexd.strip().lower()
-        if hexd.startswith("sha256:"):
-            hexd = hexd[len("sha256:"):]
-        if not sep or not user.strip() or len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
-            raise SpecError(f"{source}: line {n} must look like user:<64 hex digits of sha256(password)>")
-        out[user.strip()] = bytes.fromhex(hexd)
+        user, sep, stored = line.partition(":")
+        verifier = passwords.parse_hash(stored) if sep and user.strip() else None
+        if verifier is None:
+            raise SpecError(f"{source}: line {n} must look like user:<hash from `ldifs hash-password USER`>")
+        out[user.strip()] = verifier
+        if passwords.is_legacy(stored):
+            legacy.append(user.strip())
     if not out:
         raise SpecError(f"{source}: no user entries")
+    if legacy:
+        log.warning("%s: %d user(s) have unsalted SHA-256 password lines (%s); re-hash them with "
+                    "`ldifs hash-password USER` (salted scrypt)", source, len(legacy), ", ".join(legacy[:5]))
     return out
 
 
-def make_auth(users: Mapping[str, bytes]) -> Callable[[str, str], bool]:
-    """A Gradio ``auth=`` callable comparing password digests in constant time."""
-    dummy = _digest("\0not-a-user\0")
+def make_auth(users: Mapping[str, bytes | Callable[[str], bool]]) -> Callable[[str, str], bool]:
+    """A Gradio ``auth=`` callable: sha256 digests (``LDIFS_AUTH``, in memory only) or verifiers (auth file),
+    compared in constant time; an unknown user costs as much as a known one."""
     table = dict(users)
 
     def check(username: str, password: str) -> bool:
         expected = table.get(username)
-        ok = hmac.compare_digest(_digest(password or ""), expected if expected is not None else dummy)
-        return ok and expected is not None
+        password = password or ""
+        if expected is None:
+            passwords.dummy_check(password)
+            hmac.compare_digest(_digest(password), _digest("\0not-a-user\0"))
+            return False
+        if callable(expected):
+            return bool(expected(password))
+        return hmac.compare_digest(_digest(password), expected)
 
     return check
 
 
 def hash_password(password: str) -> str:
-    """The line format for ``LDIFS_AUTH_FILE``: sha256 hex of the password."""
-    return hashlib.sha256(password.encode("utf-8")).hexdigest()
+    """The hash part of an ``LDIFS_AUTH_FILE`` line: salted scrypt (``ldifs hash-password``)."""
+    return passwords.hash_password(password)
 
 
 # ---- launch settings ---------------------------------------------------------------------------------
@@ -103,8 +118,9 @@ class LaunchSettings:
     oauth: bool = False  # Hugging Face OAuth (a Space with hf_oauth: true)
     max_file_size: str | int = DEFAULT_MAX_FILE_SIZE
     root_path: str | None = None
-    exports_dir: str | None = None  # served for downloads (copies made by tasks.api.export_artifact)
+    exports_dir: str | None = None  # never served by gradio: downloads go through app.downloads (per user)
     blocked_dirs: tuple[str, ...] = ()  # never served: run dirs, datasets, caches, databases
+    home: str | None = None  # LDIFS_HOME: nothing under it is served by gradio's file route
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> LaunchSettings:
@@ -167,11 +183,14 @@ def launch_kwargs(s: LaunchSettings) -> dict[str, Any]:
             auth = make_auth(parse_auth_file(content))
         else:
             auth = make_auth(parse_auth_env(s.auth or ""))
+    # Downloads are served per user by app.downloads.Guard; gradio itself serves nothing of ours.
+    protected = [p for p in (s.home, s.exports_dir, *s.blocked_dirs) if p]
     kw: dict[str, Any] = dict(
         server_name=s.host, server_port=s.port, auth=auth, share=False, ssr_mode=False,
         max_file_size=s.max_file_size, enable_monitoring=False, run_history=False, show_error=False,
         strict_cors=True, mcp_server=False, pwa=False, footer_links=["api"], favicon_path=None,
-        allowed_paths=[s.exports_dir] if s.exports_dir else [], blocked_paths=list(s.blocked_dirs),
+        allowed_paths=[], blocked_paths=protected,
+        app_kwargs={"middleware": [Middleware(Guard, auth_mode=mode, protected=protected)]},
         auth_message="Sign in to LDIFS Studio." if auth else None, css_paths=[STATIC / "app.css"],
         theme=theme(),
     )
@@ -192,37 +211,37 @@ def _public_api(ctx: AppContext) -> None:
     """``/submit``, ``/jobs``, ``/status``, ``/cancel``, ``/report``, ``/report_csv`` for gradio_client."""
     api = ctx.api
 
-    @user_errors
+    @api_errors
     def submit(spec_yaml: str, priority: int = 0, request: gr.Request = None) -> str:  # type: ignore[assignment]
         """Queue a run from its spec (YAML or JSON text, as `ldifs submit` reads). Returns the job id."""
         from .forms import yaml_to_spec
 
         return api.submit(ctx.user(request), yaml_to_spec(spec_yaml), priority=0 if priority is None else priority)  # 3.7, True, "5": refused, not truncated
 
-    @user_errors
+    @api_errors
     def list_jobs(state: str = "", request: gr.Request = None) -> list:  # type: ignore[assignment]
         """Your jobs, newest first (optionally only one state: QUEUED, RUNNING, DONE, …)."""
         states = [s.strip().upper() for s in (state or "").split(",") if s.strip()] or None
         return api.job_summaries(ctx.user(request), states=states)
 
-    @user_errors
+    @api_errors
     def status(job_id: str, request: gr.Request = None) -> dict:  # type: ignore[assignment]
         """One job as `ldifs status --json` prints it."""
         return api.status_dict(ctx.user(request), job_id)
 
-    @user_errors
+    @api_errors
     def cancel(job_id: str, mode: str = "stop", request: gr.Request = None) -> dict:  # type: ignore[assignment]
         """Stop a job: mode "stop" saves a checkpoint first (resumable), "kill" ends it at once."""
         if mode not in ("stop", "kill"):
             raise SpecError(f"mode: {mode!r} is not allowed; choose stop or kill")
         return _status(api.cancel(ctx.user(request), job_id, mode=mode))
 
-    @user_errors
+    @api_errors
     def report(job_id: str, request: gr.Request = None) -> dict:  # type: ignore[assignment]
         """The finished run's results.json (an empty dict while it is not finished)."""
         return api.get_results(ctx.user(request), job_id) or {}
 
-    @user_errors
+    @api_errors
     def report_csv(job_id: str, request: gr.Request = None) -> str:  # type: ignore[assignment]
         """The finished run's per-dataset metrics as CSV text."""
         return Path(api.export_artifact(ctx.user(request), job_id, "csv")).read_text(encoding="utf-8")
@@ -321,6 +340,7 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, e
 
     settings = get_settings()
     s = LaunchSettings.from_env(host=host, port=port, auth=auth, exports_dir=str(settings.exports_dir),
+                                home=str(settings.home),
                                 blocked_dirs=(str(settings.runs_dir), str(settings.datasets_dir),
                                               str(settings.cache_dir), str(settings.models_dir)), **extra)
     kwargs = launch_kwargs(s)  # raises before anything starts if the setup is unsafe
@@ -331,8 +351,8 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, e
 
         consumer = start_embedded_consumer(settings=settings)
     try:
-        demo.launch(prevent_thread_lock=not block, quiet=False, app_kwargs={"routes": demo.ldifs_json_routes},
-                    **kwargs)
+        kwargs["app_kwargs"] = {**kwargs.get("app_kwargs", {}), "routes": demo.ldifs_json_routes}
+        demo.launch(prevent_thread_lock=not block, quiet=False, **kwargs)
     except BaseException:
         if consumer is not None and block:
             consumer.stop(graceful=True, timeout=settings.stop_timeout_s)

@@ -143,6 +143,8 @@ def build(ctx: AppContext, nav: Any) -> DatasetsTab:
             return [gr.Column(visible=False)] + [gr.skip()] * 5
         d = api.show_dataset(ctx.user(request), key)
         png = d.get("preview_png")
+        if png:  # the data folder is never served: gradio gets a scratch copy
+            png = str(ctx.scratch_copy(png, "preview.png"))
         editable = is_upload(key)
         return [gr.Column(visible=True), detail_markdown(d), gr.Image(value=png, visible=bool(png)),
                 gr.Textbox(value="\n".join(d.get("classnames") or []), interactive=editable),

@@ -10,6 +10,7 @@ import gradio as gr
 
 from .. import charts, text
 from ..context import AppContext, on_page_load, user_errors
+from ..downloads import PrivateDownloadButton, download_url
 from ..text import GLOSSARY, html_escape
 
 PRIVATE = dict(api_visibility="private")
@@ -93,12 +94,12 @@ def build(ctx: AppContext, nav: Any) -> ReportTab:
                     elem_classes="caption")
         gr.Markdown("#### Downloads")
         with gr.Row():
-            csv_dl = gr.DownloadButton("CSV", size="sm", elem_id="dl-csv")
-            json_dl = gr.DownloadButton("JSON (results.json)", size="sm", elem_id="dl-json")
-            html_dl = gr.DownloadButton("HTML report (works offline)", size="sm", elem_id="dl-html")
-            yaml_dl = gr.DownloadButton("Spec (YAML)", size="sm", elem_id="dl-yaml")
+            csv_dl = PrivateDownloadButton("CSV", size="sm", elem_id="dl-csv")
+            json_dl = PrivateDownloadButton("JSON (results.json)", size="sm", elem_id="dl-json")
+            html_dl = PrivateDownloadButton("HTML report (works offline)", size="sm", elem_id="dl-html")
+            yaml_dl = PrivateDownloadButton("Spec (YAML)", size="sm", elem_id="dl-yaml")
             ckpt_btn = gr.Button("Prepare checkpoint (safetensors, zipped)", size="sm", elem_id="ckpt-prepare")
-            ckpt_dl = gr.DownloadButton("Download checkpoint", size="sm", visible=False, variant="primary",
+            ckpt_dl = PrivateDownloadButton("Download checkpoint", size="sm", visible=False, variant="primary",
                                         elem_id="dl-ckpt")
     with gr.Accordion("What do these numbers mean?", open=False, elem_id="glossary"):
         gr.Markdown(glossary_markdown())
@@ -107,11 +108,12 @@ def build(ctx: AppContext, nav: Any) -> ReportTab:
                seq_plot, table,
                csv_dl, json_dl, html_dl, yaml_dl, ckpt_dl]
 
-    def _export(user: str, job_id: str, kind: str) -> str | None:
+    def _export(user: str, job_id: str, kind: str, request: gr.Request | None = None) -> str | None:
         try:
-            return str(api.export_artifact(user, job_id, kind))
+            path = api.export_artifact(user, job_id, kind)
         except Exception:  # noqa: BLE001 — a missing optional artifact must not hide the report
             return None
+        return download_url(request, user, path)  # served to this user only, for a limited time
 
     @user_errors
     def on_select(job_id: str | None, request: gr.Request) -> list:
@@ -135,16 +137,17 @@ def build(ctx: AppContext, nav: Any) -> ReportTab:
                 charts.delta_bars(results), charts.curves(results), gr.Column(visible=w is not None), w,
                 gr.Column(visible=m is not None), m,
                 charts.report_table(results),
-                _export(user, job_id, "csv"), _export(user, job_id, "results"), str(html_path),
-                _export(user, job_id, "yaml"), gr.DownloadButton(visible=False)]
+                _export(user, job_id, "csv", request), _export(user, job_id, "results", request), download_url(request, user, html_path),
+                _export(user, job_id, "yaml", request), gr.DownloadButton(visible=False)]
 
     @user_errors
     def on_checkpoint(job_id: str | None, request: gr.Request) -> Any:
         if not job_id:
             raise gr.Error("Select a finished run first.")
-        path = api.export_artifact(ctx.user(request), job_id, "checkpoint")
+        user = ctx.user(request)
+        path = api.export_artifact(user, job_id, "checkpoint")
         gr.Info("Checkpoint ready: press Download checkpoint.")
-        return gr.DownloadButton(value=str(path), visible=True)
+        return gr.DownloadButton(value=download_url(request, user, path), visible=True)
 
     @user_errors
     def on_refresh(job_id: str | None, request: gr.Request) -> Any:

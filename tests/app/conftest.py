@@ -39,6 +39,7 @@ def serve(*, auth: str | None = None, worker: bool = True, max_file_size: str | 
     jobs.reset_shutdown()
     settings = get_settings()
     s = LaunchSettings.from_env(port=free_port(), auth=auth, exports_dir=str(settings.exports_dir),
+                                home=str(settings.home),
                                 max_file_size=max_file_size or "500mb")
     kwargs = launch_kwargs(s)
     demo = build_app(auth=auth_mode(s), poll_s=poll_s)
@@ -48,7 +49,8 @@ def serve(*, auth: str | None = None, worker: bool = True, max_file_size: str | 
 
         consumer = start_embedded_consumer(settings=settings)
     kwargs.update(prevent_thread_lock=True, quiet=True)
-    _app, url, _ = demo.launch(app_kwargs={"routes": demo.ldifs_json_routes}, **kwargs)
+    kwargs["app_kwargs"] = {**kwargs.get("app_kwargs", {}), "routes": demo.ldifs_json_routes}
+    _app, url, _ = demo.launch(**kwargs)
     try:
         yield url
     finally:

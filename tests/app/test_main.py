@@ -28,7 +28,8 @@ def test_safe_defaults():
     assert kw["ssr_mode"] is False and kw["share"] is False
     assert kw["enable_monitoring"] is False and kw["run_history"] is False
     assert kw["max_file_size"] == main.DEFAULT_MAX_FILE_SIZE
-    assert kw["allowed_paths"] == ["/x/exports"] and kw["blocked_paths"] == ["/x/runs"]
+    # exports are served per user by app.downloads, never by gradio's file route
+    assert kw["allowed_paths"] == [] and set(kw["blocked_paths"]) == {"/x/exports", "/x/runs"}
     assert callable(kw["auth"]) and kw["auth"]("alice", "secret") and not kw["auth"]("alice", "nope")
     assert not kw["auth"]("mallory", "secret")
 
@@ -90,8 +91,18 @@ def test_bad_port():
         launch_kwargs(LaunchSettings(port=0))
 
 
-def test_hash_password_matches_file_format():
-    assert main.parse_auth_file("x:" + main.hash_password("pw"))["x"] == hashlib.sha256(b"pw").digest()
+def test_hash_password_is_salted_scrypt_and_matches_file_format():
+    a, b = main.hash_password("pw"), main.hash_password("pw")
+    assert a.startswith("scrypt$") and a != b  # salted
+    check = main.make_auth(main.parse_auth_file(f"x:{a}\ny:{b}"))
+    assert check("x", "pw") and check("y", "pw") and not check("x", "PW") and not check("z", "pw")
+
+
+def test_old_sha256_lines_still_work_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="ldifs.app"):
+        check = main.make_auth(main.parse_auth_file("old:" + hashlib.sha256(b"pw").hexdigest()))
+    assert check("old", "pw") and not check("old", "pw2")
+    assert "unsalted SHA-256" in caplog.text and "old" in caplog.text
 
 
 def test_every_event_has_an_explicit_api_name_and_only_the_api_is_public():
