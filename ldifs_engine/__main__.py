@@ -241,8 +241,16 @@ def dispatch(args: argparse.Namespace, *, user_errors: tuple[type[Exception], ..
     command."""
     from .errors import LdifsError
 
+    from .files import disk_full, is_disk_full
+
     try:
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        except Exception as e:  # noqa: BLE001 — only a full disk is re-worded here
+            if isinstance(e, LdifsError) or not is_disk_full(e):
+                raise
+            where = getattr(e, "filename", None)
+            raise disk_full(Path(where).parent if where else Path.cwd(), Path(where).name if where else "a file") from None
     except LdifsError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

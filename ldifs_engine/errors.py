@@ -62,3 +62,10 @@ class InvalidCheckpoint(LdifsError):
     """A checkpoint is incomplete, of another spec, or has unexpected tensors."""
 
     exit_code = 2
+
+
+class DiskFull(LdifsError):
+    """A write failed because the disk (or the user's quota) is full; the message says where and how much
+    space is left. Nothing half-written is kept: the run resumes from its last checkpoint once space is free."""
+
+    exit_code = 7

@@ -5,11 +5,41 @@ from?), and they must not import torch to do so; the engine writes through the s
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from .errors import DiskFull
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_FULL_TEXT = ("no space left", "storagefull", "disk quota exceeded", "database or disk is full", "code: 28")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """An error that means "the disk is full": ENOSPC / EDQUOT, or a library's wording of it (safetensors,
+    torch's zip writer, SQLite) — they do not all keep the errno."""
+    if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+        return True
+    text = str(e).lower()
+    return any(t in text for t in _FULL_TEXT)
+
+
+def disk_full(where: str | os.PathLike, what: str) -> DiskFull:
+    """The named error for a failed write of ``what`` in folder ``where`` (with the free space there)."""
+    folder = Path(where)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1024**2:,.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFull(f"disk full: could not write {what} in {where} ({free} on that disk); free some space, "
+                    "then resume the job (it continues from its last checkpoint)")
+
 
 CHECKPOINT_MARKER = "COMPLETE"  # written last into checkpoints/step-N/: present = the checkpoint is whole
 _STEP_PREFIX = "step-"
@@ -26,8 +56,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise disk_full(path.parent, path.name) from None
         raise
     return path
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
 from .data.catalog import ImageSet
-from .errors import Cancelled, Diverged, OutOfMemory
+from .errors import Cancelled, Diverged, InvalidCheckpoint, OutOfMemory
 from .evaluate import Preprocessor, gather
 from .events import EventSink
 from .methods.base import Method, TrainState
@@ -136,6 +136,25 @@ class Trainer:
         self.sink.emit("checkpoint", step=self.step, path=str(path.relative_to(self.ckpt_root.parent)))
         return path
 
+    def _restore_newest_valid(self) -> bool:
+        """Restore the newest checkpoint that verifies; say which ones were skipped and why.
+
+        Returns False when there is none. A run whose every checkpoint is damaged (or of another spec)
+        fails with all the reasons instead of silently starting over."""
+        reasons = []
+        for path in reversed(complete_checkpoints(self.ckpt_root)):
+            try:
+                self.restore(path)
+            except InvalidCheckpoint as e:
+                reasons.append(str(e))
+                self.sink.log(f"skipped a damaged checkpoint: {e}")
+                self.sink.emit("checkpoint_skipped", checkpoint=path.name, reason=str(e))
+                continue
+            return True
+        if reasons:
+            raise InvalidCheckpoint("no checkpoint of this run can be resumed: " + "; ".join(reasons[:3]))
+        return False
+
     def restore(self, path: Path) -> None:
         weights, state, optim_state = load_checkpoint(path, spec_hash=self.spec_hash)
         model_sd = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
@@ -212,12 +231,9 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> TrainResult:
         resumed_from = None
-        if resume and self.ckpt_root is not None:
-            path = latest_checkpoint(self.ckpt_root)
-            if path is not None:
-                self.restore(path)
-                resumed_from = self.step
-                self.sink.log(f"resumed from checkpoint at step {self.step}")
+        if resume and self.ckpt_root is not None and self._restore_newest_valid():
+            resumed_from = self.step
+            self.sink.log(f"resumed from checkpoint at step {self.step}")
         if self.step == 0 and not self.curves["steps"] and self.on_curve is not None:
             self._record_curve(0)
         if self.step == 0:

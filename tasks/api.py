@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ldifs_engine.errors import InvalidUpload, LdifsError, SpecError
-from ldifs_engine.files import atomic_write_bytes
+from ldifs_engine.files import atomic_write_bytes, disk_full, is_disk_full
 from ldifs_engine.specio import quote
 
 from . import queue
@@ -159,13 +159,16 @@ def submit_many(user: str, specs: Iterable[Any], *, priority: int = 0) -> list[s
             rows.append({"id": job_id, "spec": d, "spec_hash": rs.spec_hash(), "priority": priority,
                          "title": rs.name or f"{rs.method.name} on {target}", "method": rs.method.name,
                          "target": target, "run_dir": settings.runs_dir / job_id, "group": group})
-    for r in rows:
-        write_spec(r["run_dir"], r["spec"])
     try:
+        for r in rows:
+            write_spec(r["run_dir"], r["spec"])
         store.create(user, rows, max_queued=settings.max_queued_per_user)
-    except BaseException:
+    except BaseException as e:
         for r in rows:
             shutil.rmtree(r["run_dir"], ignore_errors=True)
+        if not isinstance(e, LdifsError) and is_disk_full(e):  # run folder or job store: say which, and the space
+            where = settings.runs_dir if isinstance(e, OSError) else settings.db_path.parent
+            raise disk_full(where, "the new job" if isinstance(e, OSError) else "the job store") from None
         raise
     for r in rows:
         task_id = queue.enqueue_run_job(user, r["id"], 0, priority=priority)

@@ -40,6 +40,7 @@ EXIT_MEANING = {
     4: "training diverged (the loss became NaN or infinite); the last good checkpoint is kept",
     5: "a model or dataset is unavailable",
     6: "out of memory even at micro-batch 1",
+    7: "the disk is full (free some space, then resume: the run continues from its last checkpoint)",
 }
 
 # Set while this process's consumer shuts down: running attempts checkpoint and are re-queued.

@@ -126,6 +126,10 @@ def test_queue_watch_and_read_the_report(fast_env, browser, tmp_path):
         expect(page.locator("#report-cards")).to_contain_text("Target accuracy")
         expect(page.locator("#report-table")).to_contain_text("target")
         expect(page.locator("#dl-csv")).to_be_visible()
+        with page.expect_download() as dl:  # a per-user link (app.downloads), not a gradio file path
+            page.locator("#dl-csv").click()
+        assert "/ldifs/download/" in dl.value.url
+        assert Path(dl.value.path()).read_text(encoding="utf-8").startswith("dataset,role,metric")
         shot(page, "report")
 
         page.get_by_role("tab", name="Compare").click()

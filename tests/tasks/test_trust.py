@@ -71,3 +71,28 @@ def test_engine_start_checks_again(manual):
     queue.run_pending()
     view = api.get_job("alice", job)
     assert view.state == FAILED and "data.target" in view.message and "Refused to start" in view.message
+
+
+def test_disk_full_at_submit_is_a_readable_error_and_queues_nothing(manual, monkeypatch):
+    import errno
+
+    from tasks import api as api_mod
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(api_mod, "write_spec", full)
+    with pytest.raises(api.LdifsError) as e:
+        api.submit("alice", spec())
+    assert str(e.value).startswith("disk full") and "MB free" in str(e.value)
+    assert str(get_settings().runs_dir) in str(e.value)
+    assert api.list_jobs("alice") == []
+
+
+def test_disk_full_in_the_engine_fails_the_job_promptly_and_it_resumes(immediate, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", "7:3:DiskFull:disk full: could not write checkpoint step-00000004 in /x (0 MB free)")
+    job = api.submit("alice", spec(steps=6, every=2))
+    view = api.get_job("alice", job)
+    assert view.state == FAILED and view.message.startswith("disk full") and view.resumable
+    monkeypatch.delenv("FAKE_FAIL")  # space freed
+    assert api.resume("alice", job).state == "DONE"
