@@ -344,6 +344,9 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, e
                                 blocked_dirs=(str(settings.runs_dir), str(settings.datasets_dir),
                                               str(settings.cache_dir), str(settings.models_dir)), **extra)
     kwargs = launch_kwargs(s)  # raises before anything starts if the setup is unsafe
+    from tasks.store import open_store
+
+    open_store(settings)  # a damaged job store is named now (one line), not shown as an empty history
     demo = build_app(auth=auth_mode(s), poll_s=poll_s)
     consumer = None
     if embedded_worker:

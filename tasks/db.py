@@ -43,6 +43,43 @@ class StoreUnavailable(LdifsError):
     """The job store's database server cannot be reached (the message is one line, password-free)."""
 
 
+class StoreDamaged(LdifsError):
+    """The job store file is not a readable database (or was emptied); one line says what to do."""
+
+    exit_code = 2
+
+
+FRESH_FILE_S = 10.0  # a zero-length store younger than this is one another process is creating right now
+
+
+def damaged_message(path: Path, why: str) -> str:
+    """One line: what is wrong and what to do (history is not silently replaced by an empty store)."""
+    return (f"the job store {path} is damaged ({why}); stop LDIFS Studio, move the file aside "
+            f"(mv {path} {path}.damaged), restore it from a backup (or start without it for an empty job "
+            "history), then start again — run folders in runs/ are not affected")
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse a store file that is empty (SQLite would silently treat it as a new, empty database) or does
+    not start like a SQLite database. A file that does not exist yet is fine: this process creates it."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    if st.st_size == 0:
+        if time.time() - st.st_mtime < FRESH_FILE_S:
+            return  # just created (by us or by a process starting next to us)
+        raise StoreDamaged(damaged_message(path, "the file is empty"))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise StoreDamaged(damaged_message(path, f"unreadable: {e.strerror}")) from None
+    if head != b"SQLite format 3\x00":
+        raise StoreDamaged(damaged_message(path, "not a SQLite database"))
+
+
 def redact(url: str) -> str:
     """``url`` without its password (for messages and logs)."""
     try:

@@ -23,7 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from ldifs_engine.errors import LdifsError
 
-from .db import JOURNAL_MODES, Database, Migration, StoreUnavailable, open_database  # noqa: F401 — re-exported
+from .db import (  # noqa: F401 — re-exported
+    JOURNAL_MODES,
+    Database,
+    Migration,
+    StoreDamaged,
+    StoreUnavailable,
+    check_sqlite_file,
+    damaged_message,
+    open_database,
+)
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -155,9 +164,52 @@ ALTER TABLE jobs ADD COLUMN phase_progress DOUBLE PRECISION;
 CREATE INDEX IF NOT EXISTS jobs_owner_group ON jobs (owner, group_id)
 """
 
+def stored_path(root: Path | None, path: str | Path | None) -> str | None:
+    """How the store keeps a path: relative to the data root (``LDIFS_HOME``, or ``LDIFS_SHARED_DIR``)
+    when it lies inside it — so a copied or moved data folder keeps working — else absolute."""
+    if path is None:
+        return None
+    p = Path(path)
+    if root is not None and p.is_absolute():
+        try:
+            return p.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return str(p)
+
+
+def resolved_path(root: Path | None, stored: str | None) -> str | None:
+    """The absolute path of a stored one (relative ones are under the data root of this process)."""
+    if stored is None or root is None or Path(stored).is_absolute():
+        return stored
+    return str(root / stored)
+
+
+_UNDER_RUNS = re.compile(r"^.*?/(runs/[0-9a-f]{32}(?:/.*)?)$")
+
+
+def _relative_run_paths(con: Any, backend: str) -> None:
+    """Migration 3: absolute run paths written by older versions become relative to the data root.
+
+    The old root is detected per row: whatever precedes ``runs/<job id>`` (how every run folder was
+    made). Paths elsewhere (a folder the operator chose) stay absolute."""
+    rows = con.execute("SELECT id, run_dir, result_path FROM jobs").fetchall()
+    for row in rows:
+        new = {}
+        for col in ("run_dir", "result_path"):
+            value = row[col]
+            m = _UNDER_RUNS.match(value) if isinstance(value, str) and value.startswith("/") else None
+            if m and m.group(1).split("/")[1] == row["id"]:
+                new[col] = m.group(1)
+        if new:
+            sets = ", ".join(f"{c} = ?" for c in sorted(new))
+            con.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*[new[c] for c in sorted(new)], row["id"]))
+
+
 MIGRATIONS: list[Migration] = [
     (1, "jobs table", _SCHEMA),
     (2, "seed-repeat groups and phase progress", _GROUPS_AND_PHASE_PROGRESS),
+    (3, "run paths relative to the data folder", _relative_run_paths),
     (3, "installation facts (the runs volume's token)",
      "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"),
     # pollers list one user's jobs in some states, newest first (``list(states=...)``)
@@ -175,7 +227,7 @@ class JobStore:
     """Job records in SQLite or PostgreSQL (``db_url``). Thread-safe; several processes and hosts share it."""
 
     def __init__(self, path: str | Path | None = None, *, db_url: str = "", busy_timeout_s: float = 30.0,
-                 journal_mode: str = "wal"):
+                 journal_mode: str = "wal", data_root: str | Path | None = None):
         if journal_mode not in JOURNAL_MODES:
             raise ValueError(f"journal_mode must be one of {JOURNAL_MODES}, got {journal_mode!r}")
         self.path = Path(path) if path is not None and not db_url else None
@@ -185,7 +237,21 @@ class JobStore:
         self._db: Database = open_database(db_url=db_url, path=self.path, journal_mode=journal_mode,
                                            busy_timeout_s=busy_timeout_s)
         self.backend = self._db.name
-        self._db.migrate(MIGRATIONS)
+        # Paths inside the data root are stored relative to it (a copied data folder keeps working).
+        root = data_root if data_root is not None else (self.path.parent if self.path is not None else None)
+        self.data_root = Path(root).resolve() if root is not None else None
+        if self.path is not None:
+            check_sqlite_file(self.path)  # a damaged or emptied store is named before it is used
+        try:
+            self._db.migrate(MIGRATIONS)
+            if self.path is not None:  # damage in pages the migration did not read
+                verdict = self._con().execute("PRAGMA quick_check").fetchone()[0]
+                if verdict != "ok":
+                    raise StoreDamaged(damaged_message(self.path, str(verdict)[:120]))
+        except sqlite3.DatabaseError as e:
+            if self.path is None or isinstance(e, sqlite3.OperationalError) and "malformed" not in str(e):
+                raise  # locked, I/O: not damage
+            raise StoreDamaged(damaged_message(self.path, str(e))) from None
 
     # ---- connections ---------------------------------------------------------------------
     def _con(self) -> Any:
@@ -240,17 +306,17 @@ class JobStore:
                     " created_at, run_dir, message, group_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (j["id"], owner, QUEUED, json.dumps(j["spec"], sort_keys=True), j["spec_hash"], j.get("title", ""),
                      j.get("method", ""), j.get("target", ""), int(j.get("priority", 0)), now + i * 1e-6,
-                     str(j["run_dir"]), "Waiting for a worker.", j.get("group")),
+                     stored_path(self.data_root, j["run_dir"]), "Waiting for a worker.", j.get("group")),
                 )
         return [self.get(owner, j["id"]) for j in jobs]
 
     # ---- reading -------------------------------------------------------------------------
     def get(self, owner: str, job_id: str) -> JobView:
-        return _view(self._row(owner, job_id))
+        return _view(self._row(owner, job_id), self.data_root)
 
     def record(self, owner: str, job_id: str) -> dict[str, Any]:
         """The full row, worker-side fields included (run dir, pids, cancel flag, attempts)."""
-        return _decode(self._row(owner, job_id))
+        return _decode(self._row(owner, job_id), self.data_root)
 
     def list(self, owner: str, *, states: Iterable[str] | None = None, limit: int = 200) -> list[JobView]:
         """The user's jobs, newest first."""
@@ -264,7 +330,7 @@ class JobStore:
             args += states
         sql += " ORDER BY created_at DESC LIMIT ?"
         args.append(max(0, int(limit)))
-        return [_view(r) for r in self._con().execute(sql, args)]
+        return [_view(r, self.data_root) for r in self._con().execute(sql, args)]
 
     def list_group(self, owner: str, group: str) -> list[JobView]:
         """The user's jobs of one seed-repeat group, oldest (= first seed) first; ``JobNotFound`` when
@@ -275,7 +341,7 @@ class JobStore:
                                    (owner, group)).fetchall()
         if not rows:
             raise JobNotFound(f"no group {group!r}")
-        return [_view(r) for r in rows]
+        return [_view(r, self.data_root) for r in rows]
 
     def _row(self, owner: str, job_id: str) -> sqlite3.Row:
         if not isinstance(job_id, str) or not JOB_ID.match(job_id):
@@ -350,7 +416,8 @@ class JobStore:
         cur = self._con().execute(
             f"UPDATE jobs SET {sets}, state = ?, finished_at = ?, exit_code = ?, result_path = ?, pid = NULL,"
             " pgid = NULL, eta_s = NULL, phase = ? WHERE id = ? AND owner = ? AND state = ? AND attempts = ?",
-            (*args, state, time.time(), exit_code, result_path, "done" if state == DONE else None,
+            (*args, state, time.time(), exit_code, stored_path(self.data_root, result_path),
+             "done" if state == DONE else None,
              job_id, owner, RUNNING, attempt))
         return cur.rowcount == 1
 
@@ -454,11 +521,12 @@ class JobStore:
     # ---- system-wide (the reaper and queue recovery) ---------------------------------------
     def running_all(self) -> list[dict[str, Any]]:
         """Every RUNNING job of every user (the reaper checks that its worker is still alive)."""
-        return [_decode(r) for r in self._con().execute("SELECT * FROM jobs WHERE state = ?", (RUNNING,))]
+        rows = self._con().execute("SELECT * FROM jobs WHERE state = ?", (RUNNING,))
+        return [_decode(r, self.data_root) for r in rows]
 
     def pending_all(self) -> list[dict[str, Any]]:
         """Every QUEUED / INTERRUPTED job of every user, oldest first (to re-enqueue lost messages)."""
-        return [_decode(r) for r in self._con().execute(
+        return [_decode(r, self.data_root) for r in self._con().execute(
             f"SELECT * FROM jobs WHERE state IN ({_qs(PENDING)}) ORDER BY created_at", PENDING)]
 
 
@@ -479,16 +547,18 @@ def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
     return ", ".join(f"{n} = ?" for n in names), args
 
 
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
+def _decode(row: sqlite3.Row, root: Path | None = None) -> dict[str, Any]:
     d = dict(row)
+    d["run_dir"] = resolved_path(root, d["run_dir"])
+    d["result_path"] = resolved_path(root, d.get("result_path"))
     d["spec"] = json.loads(d.pop("spec_json"))
     for k in _JSON_COLUMNS:
         d[k] = json.loads(d[k] or "[]")
     return d
 
 
-def _view(row: sqlite3.Row) -> JobView:
-    d = _decode(row)
+def _view(row: sqlite3.Row, root: Path | None = None) -> JobView:
+    d = _decode(row, root)
     return JobView(
         id=d["id"], owner=d["owner"], state=d["state"], spec=d["spec"], spec_hash=d["spec_hash"], title=d["title"],
         method=d["method"], target=d["target"], priority=d["priority"], created_at=d["created_at"],
@@ -522,10 +592,12 @@ def open_store(where: Settings | str | Path) -> JobStore:
     from .settings import Settings
 
     if isinstance(where, Settings) and where.db_url:
-        key, kwargs = where.db_url, {"db_url": where.db_url}
+        key, kwargs = where.db_url, {"db_url": where.db_url, "data_root": where.shared_dir or where.home}
     else:
         path, journal = (where.db_path, where.db_journal_mode) if isinstance(where, Settings) else (where, "wal")
         key, kwargs = str(Path(path).resolve()), {"path": Path(path).resolve(), "journal_mode": journal}
+        if isinstance(where, Settings):
+            kwargs["data_root"] = where.shared_dir or where.home
     with _STORES_LOCK:
         store = _STORES.get(key)
         if store is None:

@@ -19,6 +19,7 @@ from huey.consumer import Consumer
 
 from . import jobs, queue, reaper, servers
 from .settings import Settings, get_settings
+from .store import open_store
 
 log = logging.getLogger("ldifs.worker")
 
@@ -115,6 +116,7 @@ class EmbeddedConsumer:
 def start_embedded_consumer(workers: int | None = None, *, settings: Settings | None = None) -> EmbeddedConsumer:
     """Start a consumer in a daemon thread (no signal handlers); call ``.stop()`` when the app exits."""
     settings = settings or get_settings()
+    open_store(settings)  # a damaged job store stops the start with its one line, not the thread silently
     jobs.reset_shutdown()
     handle = EmbeddedConsumer(_consumer(settings, workers, install_signals=False), settings)
     handle._thread.start()

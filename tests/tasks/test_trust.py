@@ -96,3 +96,95 @@ def test_disk_full_in_the_engine_fails_the_job_promptly_and_it_resumes(immediate
     assert view.state == FAILED and view.message.startswith("disk full") and view.resumable
     monkeypatch.delenv("FAKE_FAIL")  # space freed
     assert api.resume("alice", job).state == "DONE"
+
+
+# ---- a copied / moved data folder, a damaged job store (items 5 and 7) -------------------------------
+def _forget_stores():
+    from tasks import store as store_mod
+
+    for s in list(store_mod._STORES.values()):
+        s.close()
+    store_mod._STORES.clear()
+    get_settings.cache_clear()
+
+
+def test_a_moved_data_folder_keeps_reports_downloads_and_resume(immediate, home, tmp_path, monkeypatch):
+    import shutil
+
+    done = api.submit("alice", spec())
+    monkeypatch.setenv("FAKE_FAIL", "1:3::boom")
+    failed = api.submit("alice", spec(steps=6, every=2))
+    monkeypatch.delenv("FAKE_FAIL")
+    assert api.get_job("alice", failed).state == FAILED and api.get_job("alice", failed).resumable
+    _forget_stores()
+    moved = tmp_path / "elsewhere" / "home-copy"
+    shutil.copytree(home, moved, symlinks=True)  # cp -a home backup && mv
+    shutil.rmtree(home)
+    monkeypatch.setenv("LDIFS_HOME", str(moved))
+    _forget_stores()
+    assert api.get_results("alice", done) is not None  # not "has no results yet"
+    assert api.export_artifact("alice", done, "csv").is_file()
+    assert api.get_job("alice", done).result_path.startswith(str(moved))
+    assert api.resume("alice", failed).state == "DONE"
+    assert not home.exists()
+
+
+def test_absolute_paths_of_an_old_store_are_migrated_on_start(manual, home, monkeypatch):
+    from tasks.store import open_store
+
+    job = api.submit("alice", spec())
+    st = open_store(get_settings())
+    con = st._con()
+    con.execute("UPDATE jobs SET run_dir = ?, result_path = ? WHERE id = ?",
+                (f"/old/place/home/runs/{job}", f"/old/place/home/runs/{job}/results.json", job))
+    con.execute("UPDATE jobs SET run_dir = ? WHERE id != ?", ("/srv/custom/folder", job))
+    con.execute("DELETE FROM schema_version WHERE version >= 3")  # as a store written before relative paths
+    _forget_stores()
+    rec = open_store(get_settings()).record("alice", job)
+    assert rec["run_dir"] == str(get_settings().runs_dir / job)
+    assert rec["result_path"] == str(get_settings().runs_dir / job / "results.json")
+    raw = open_store(get_settings())._con().execute("SELECT run_dir FROM jobs WHERE id = ?", (job,)).fetchone()[0]
+    assert raw == f"runs/{job}"
+
+
+@pytest.mark.parametrize("damage", ["malformed", "empty", "junk"])
+def test_a_damaged_job_store_is_named_at_start(home, damage, capsys):
+    import os
+
+    from tasks import cli_jobs
+    from tasks.store import StoreDamaged, open_store
+
+    db = get_settings().db_path
+    open_store(get_settings())  # a real store with its schema
+    _forget_stores()
+    if damage == "malformed":
+        blob = db.read_bytes()
+        db.write_bytes(blob[:100] + os.urandom(len(blob) - 100))
+    elif damage == "empty":
+        db.write_bytes(b"")
+        os.utime(db, (1, 1))  # not one being created right now
+    else:
+        db.write_bytes(b"not a database\n" * 200)
+    for suffix in ("-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    with pytest.raises(StoreDamaged, match="is damaged") as e:
+        open_store(get_settings())
+    assert "mv " in str(e.value) and "\n" not in str(e.value)
+    _forget_stores()
+    from tasks.worker import start_embedded_consumer
+
+    with pytest.raises(StoreDamaged):  # the app's embedded worker refuses to start; it does not die in a thread
+        start_embedded_consumer(settings=get_settings())
+    _forget_stores()
+    assert cli_jobs.main(["jobs", "--user", "alice"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is damaged" in err[0]
+    assert db.stat().st_size == (0 if damage == "empty" else db.stat().st_size)  # left as it was for the operator
+
+
+def test_a_fresh_empty_store_file_is_not_damage(home):
+    from tasks.store import open_store
+
+    db = get_settings().db_path
+    db.write_bytes(b"")  # as another process starting at the same moment leaves it
+    assert open_store(get_settings()).list("alice") == []
