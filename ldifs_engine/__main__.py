@@ -29,9 +29,9 @@ def _load_spec(path: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    spec = _load_spec(args.spec)  # first: a hostile spec is refused before torch is even imported
     from .runner import run
 
-    spec = _load_spec(args.spec)
     results = run(spec, args.workdir, resume=args.resume, data_root=args.data_root, download=args.download)
     if getattr(args, "print_summary", False):
         print(summary_table({spec.method.name: results}))
