@@ -93,17 +93,21 @@ def download_url(request: gr.Request | None, user: str, path: str | os.PathLike,
     return root.rstrip("/") + rel
 
 
-class PrivateDownloadButton(gr.DownloadButton):
+def PrivateDownloadButton(*args: Any, **kwargs: Any) -> gr.DownloadButton:  # noqa: N802 — used like a component
     """A ``DownloadButton`` whose value may be a ``download_url`` link: the browser fetches it from the
-    guard's route (user-checked); gradio neither copies it into its cache nor fetches it itself."""
+    guard's route (user-checked); gradio neither copies it into its cache nor fetches it itself.
 
-    is_template = True  # the browser renders it as a plain DownloadButton
+    A factory, not a subclass: gradio writes a ``.pyi`` stub next to any module that subclasses a component."""
+    button = gr.DownloadButton(*args, **kwargs)
+    plain = button.postprocess
 
-    def postprocess(self, value: str | Path | None) -> FileData | None:
+    def postprocess(value: str | Path | None) -> FileData | None:
         if isinstance(value, str) and value.startswith(("http://", "https://")) and ROUTE in value:
-            name = value.rsplit("/", 1)[-1]
-            return FileData(path=value, url=value, orig_name=name)
-        return super().postprocess(value)
+            return FileData(path=value, url=value, orig_name=value.rsplit("/", 1)[-1])
+        return plain(value)
+
+    button.postprocess = postprocess  # type: ignore[method-assign]
+    return button
 
 
 # ---- the guard -------------------------------------------------------------------------------------------
