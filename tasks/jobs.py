@@ -272,7 +272,10 @@ class _Attempt:
                 _killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             log.exception("job %s: worker error", self.job_id)
-            self._finish(FAILED, f"Internal error in the worker: {type(e).__name__}: {e}", None)
+            if files.is_disk_full(e):  # the worker's own writes (engine.log, events offset) hit a full disk
+                self._finish(FAILED, str(files.disk_full(run_dir, "the run's log")), None)
+            else:
+                self._finish(FAILED, f"Internal error in the worker: {type(e).__name__}: {e}", None)
             if not isinstance(e, Exception):
                 raise
             return "failed"

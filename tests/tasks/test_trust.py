@@ -188,3 +188,20 @@ def test_a_fresh_empty_store_file_is_not_damage(home):
     db = get_settings().db_path
     db.write_bytes(b"")  # as another process starting at the same moment leaves it
     assert open_store(get_settings()).list("alice") == []
+
+
+def test_disk_full_in_the_worker_itself_fails_the_job_promptly(immediate, monkeypatch):
+    import errno
+
+    from tasks import jobs
+
+    real_popen = jobs.subprocess.Popen
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", full)  # as if engine.log could not be written
+    job = api.submit("alice", spec())
+    view = api.get_job("alice", job)
+    assert view.state == FAILED and view.message.startswith("disk full") and "MB free" in view.message
+    monkeypatch.setattr(jobs.subprocess, "Popen", real_popen)
