@@ -48,7 +48,7 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("LDIFS_HOME", str(h))
     for k, v in FAST_ENV.items():
         monkeypatch.setenv(k, v)
-    for k in ("LDIFS_QUEUE_URL", "LDIFS_GPU_IDS", "LDIFS_WORKERS", "LDIFS_CACHE_DIR", "LDIFS_DATASETS_DIR",
+    for k in ("LDIFS_QUEUE_URL", "LDIFS_DB_URL", "LDIFS_SHARED_DIR", "LDIFS_HOST_NAME", "LDIFS_GPU_IDS", "LDIFS_WORKERS", "LDIFS_CACHE_DIR", "LDIFS_DATASETS_DIR",
               "FAKE_FAIL", "FAKE_OOM_AT", "FAKE_SELF_KILL_AT", "FAKE_HANG_AT", "FAKE_IGNORE_STOP"):
         monkeypatch.delenv(k, raising=False)
     get_settings.cache_clear()
@@ -83,3 +83,14 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return ""
     return request.getfixturevalue("postgres").fresh_schema()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request, home, monkeypatch) -> str:
+    """Run a test module on both job store backends: ``pytestmark = pytest.mark.usefixtures("store_backend")``."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("LDIFS_DB_URL", request.getfixturevalue("postgres").fresh_schema())
+    else:
+        monkeypatch.delenv("LDIFS_DB_URL", raising=False)
+    get_settings.cache_clear()
+    return request.param

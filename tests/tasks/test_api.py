@@ -16,6 +16,8 @@ from tasks.settings import get_settings
 from .conftest import spec
 from .test_jobs import run_dir
 
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on SQLite and on PostgreSQL
+
 
 def test_invalid_spec_lists_every_problem_and_writes_nothing(manual):
     bad = {"optim": {"lr": -1, "steps": 0}, "method": {"name": "nope"}, "colour": 1}

@@ -13,6 +13,8 @@ from tasks.store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, o
 
 from .conftest import spec, wait_for
 
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on SQLite and on PostgreSQL
+
 
 def run_dir(job_id: str) -> Path:
     return get_settings().runs_dir / job_id

@@ -7,12 +7,16 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tasks import api, leases, queue, reaper
 from tasks.settings import get_settings
 from tasks.store import DONE, FAILED, INTERRUPTED, RUNNING, open_store
 
 from .conftest import FAKE_ENGINE, spec, wait_for
 from .test_jobs import events, reference_state, results, run_dir
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on SQLite and on PostgreSQL
 
 
 def dead_pid() -> int:
