@@ -6,7 +6,6 @@ the killed one resumes from a checkpoint on the other worker, and no two engines
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -63,22 +62,19 @@ def cluster(tmp_path, monkeypatch, postgres, redis_srv):
     import redis
 
     redis.Redis.from_url(redis_srv.url).flushall()
-    pg, rd = postgres, redis_srv
-    with contextlib.nullcontext():
-        shared = tmp_path / "shared-volume"
-        env = {
-            "LDIFS_DB_URL": pg.fresh_schema(), "LDIFS_QUEUE_URL": rd.url, "LDIFS_QUEUE_SECRET": "test-secret-0123456789",
-            "LDIFS_SHARED_DIR": str(shared), "LDIFS_ENGINE_CMD": f"{sys.executable} {FAKE_ENGINE}",
-            "LDIFS_POLL_S": "0.05", "LDIFS_KILL_GRACE_S": "1", "LDIFS_STOP_TIMEOUT_S": "20",
-            "LDIFS_HEARTBEAT_STALE_S": str(STALE_S), "LDIFS_REAPER_INTERVAL_S": "0.3",
-            "LDIFS_QUEUE_POLL_MAX_S": "0.1", "FAKE_STEP_S": "0.03",
-        }
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        for k in ("LDIFS_GPU_IDS", "LDIFS_WORKERS", "LDIFS_AUTH", "LDIFS_AUTH_FILE", "SPACE_ID"):
-            monkeypatch.delenv(k, raising=False)
-        monkeypatch.setenv("LDIFS_HOME", str(tmp_path / "web-box"))
-        yield tmp_path
+    env = {
+        "LDIFS_DB_URL": postgres.fresh_schema(), "LDIFS_QUEUE_URL": redis_srv.url,
+        "LDIFS_QUEUE_SECRET": "test-secret-0123456789", "LDIFS_SHARED_DIR": str(tmp_path / "shared-volume"),
+        "LDIFS_ENGINE_CMD": f"{sys.executable} {FAKE_ENGINE}", "LDIFS_POLL_S": "0.05", "LDIFS_KILL_GRACE_S": "1",
+        "LDIFS_STOP_TIMEOUT_S": "20", "LDIFS_HEARTBEAT_STALE_S": str(STALE_S), "LDIFS_REAPER_INTERVAL_S": "0.3",
+        "LDIFS_QUEUE_POLL_MAX_S": "0.1", "FAKE_STEP_S": "0.03",
+        "LDIFS_HOME": str(tmp_path / "web-box"),  # the web box's local scratch (the workers get their own)
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for k in ("LDIFS_GPU_IDS", "LDIFS_WORKERS", "LDIFS_AUTH", "LDIFS_AUTH_FILE", "SPACE_ID", "LDIFS_HOST_NAME"):
+        monkeypatch.delenv(k, raising=False)
+    return tmp_path
 
 
 def start_worker(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
@@ -93,8 +89,9 @@ def start_worker(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
 def test_two_workers_share_one_queue_and_survive_a_sigkill(cluster):
     from gradio_client import Client
 
-    from tasks.store import DONE, RUNNING, open_store
+    from tasks.reaper import pid_alive
     from tasks.settings import get_settings
+    from tasks.store import DONE, RUNNING, open_store
     from tests.app.conftest import serve
 
     tmp = cluster
@@ -119,6 +116,7 @@ def test_two_workers_share_one_queue_and_survive_a_sigkill(cluster):
             workers["box-a"][0].send_signal(signal.SIGKILL)  # the worker dies; its engine does not
             workers["box-a"][0].wait()
             killed_at = time.time()
+            assert pid_alive(victim["pid"])  # its engine runs on as an orphan, as on a machine whose worker died
 
             def all_done():
                 states = [store.record(_owner(store, j), j)["state"] for j in ids]
