@@ -120,7 +120,11 @@ class Database:
         Concurrent starts are safe: the transaction holds the backend's write lock (SQLite) or a
         dedicated advisory lock (PostgreSQL), so the second process sees the first one's result.
         """
-        newest = max(v for v, _, _ in migrations)
+        versions = [v for v, _, _ in migrations]
+        if len(set(versions)) != len(versions):
+            dup = sorted({v for v in versions if versions.count(v) > 1})
+            raise ValueError(f"job store migrations: version(s) {dup} used twice; give each migration its own number")
+        newest = max(versions)
         with self.tx(lock="ldifs:migrations") as con:
             con.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL, applied_at DOUBLE PRECISION)")
             current = con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0

@@ -189,7 +189,7 @@ _UNDER_RUNS = re.compile(r"^.*?/(runs/[0-9a-f]{32}(?:/.*)?)$")
 
 
 def _relative_run_paths(con: Any, backend: str) -> None:
-    """Migration 3: absolute run paths written by older versions become relative to the data root.
+    """Migration 5: absolute run paths written by older versions become relative to the data root.
 
     The old root is detected per row: whatever precedes ``runs/<job id>`` (how every run folder was
     made). Paths elsewhere (a folder the operator chose) stay absolute."""
@@ -209,12 +209,13 @@ def _relative_run_paths(con: Any, backend: str) -> None:
 MIGRATIONS: list[Migration] = [
     (1, "jobs table", _SCHEMA),
     (2, "seed-repeat groups and phase progress", _GROUPS_AND_PHASE_PROGRESS),
-    (3, "run paths relative to the data folder", _relative_run_paths),
     (3, "installation facts (the runs volume's token)",
      "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"),
     # pollers list one user's jobs in some states, newest first (``list(states=...)``)
     (4, "index for state-filtered job lists",
      "CREATE INDEX IF NOT EXISTS jobs_owner_state_created ON jobs (owner, state, created_at)"),
+    # (landed as a second "3"; idempotent, so stores that ran it under that number are safe to run it again)
+    (5, "run paths relative to the data folder", _relative_run_paths),
 ]
 
 # Columns the worker may write while a job runs (everything else changes only through transitions).

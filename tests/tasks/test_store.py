@@ -260,6 +260,17 @@ def test_migrations_are_applied_once_and_recorded(make_store):
     assert len(b.list("alice")) == 1
 
 
+def test_each_migration_has_its_own_number(tmp_path):
+    from tasks.db import SqliteDatabase
+    from tasks.store import MIGRATIONS
+
+    versions = [v for v, _, _ in MIGRATIONS]
+    assert len(set(versions)) == len(versions)
+    twice = [(1, "a", "CREATE TABLE a (x TEXT)"), (1, "b", "CREATE TABLE b (x TEXT)")]
+    with pytest.raises(ValueError, match=r"\[1\] used twice"):
+        SqliteDatabase(tmp_path / "x.sqlite3").migrate(twice)
+
+
 def test_a_store_newer_than_the_code_is_refused(make_store):
     from ldifs_engine.errors import LdifsError
 
