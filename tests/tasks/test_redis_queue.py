@@ -123,13 +123,21 @@ def test_a_worker_waits_for_unreachable_servers_then_runs_jobs(home, postgres, m
         job_id = api.submit("alice", spec(steps=4))
         wait_for(lambda: api.get_job("alice", job_id).state == DONE, timeout=60)
 
+        before = len(lines("cannot reach the queue"))  # Redis dies while the worker waits for work
+        late_redis.kill()
+        wait_for(lambda: len(lines("cannot reach the queue")) > before, timeout=30)
+        late_redis.start()
+        second = api.submit("alice", spec(steps=4))
+        wait_for(lambda: api.get_job("alice", second).state == DONE, timeout=60)
+        assert worker.poll() is None
+
         text = log_path.read_text()
         assert "Traceback" not in text
         store_lines = lines("cannot reach the job store")
         delays = [int(m.group(1)) for ln in store_lines if (m := re.search(r"retrying in (\d+) s", ln))]
         assert delays[:3] == [1, 2, 4]  # back-off doubles
         assert all("PostgreSQL at 127.0.0.1" in ln for ln in store_lines)
-        assert lines("reachable again")
+        assert len(lines("reachable again")) >= 2
         worker.send_signal(signal.SIGINT)
         assert worker.wait(30) == 0
     finally:

@@ -90,3 +90,55 @@ def test_the_compose_file_uses_real_settings_and_commands():
         parser.parse_args(command[1:])
     assert "--no-worker" in compose["services"]["web"]["command"]
     assert compose["services"]["worker"]["stop_signal"] == "SIGINT"
+
+
+@pytest.mark.slow
+def test_a_running_job_rides_out_a_database_outage_then_stops_at_a_checkpoint(manual, postgres, monkeypatch, caplog):
+    """PostgreSQL goes down mid-run: the engine keeps training at first; past half the stale window the
+    worker stops it at a checkpoint (another machine may take the job over after the window); once the
+    database is back the job is INTERRUPTED, re-queued, and resumes to the same result."""
+    import json
+    import threading
+    import time
+
+    from tasks import api, queue
+
+    from .conftest import spec, wait_for
+    from .test_jobs import reference_state, results, run_dir
+
+    stale = 4.0
+    monkeypatch.setenv("LDIFS_DB_URL", postgres.fresh_schema())
+    monkeypatch.setenv("LDIFS_HEARTBEAT_STALE_S", str(stale))
+    monkeypatch.setenv("FAKE_STEP_S", "0.02")
+    get_settings.cache_clear()
+    caplog.set_level(logging.WARNING)
+    job = api.submit("alice", spec(steps=400, every=1000))  # no periodic checkpoint: only the fencing stop saves one
+    runner = threading.Thread(target=queue.run_pending, daemon=True)
+    runner.start()
+    wait_for(lambda: api.get_job("alice", job).step >= 10, timeout=30)
+    try:
+        postgres.stop("fast")
+        down_at = time.time()
+        events_path = run_dir(job) / "events.jsonl"
+
+        def stopped():
+            evs = [json.loads(ln) for ln in events_path.read_text().splitlines()]
+            return [e for e in evs if e["type"] == "stopped"] and evs
+
+        evs = wait_for(stopped, timeout=20)
+        stop = next(e for e in evs if e["type"] == "stopped")
+        trained_meanwhile = [e for e in evs if e["type"] == "step" and down_at < e["t"] < stop["t"]]
+        assert len(trained_meanwhile) > 10  # the engine kept training through the first seconds
+        assert stale / 2 - 0.5 < stop["t"] - down_at < stale / 2 + 3
+    finally:
+        postgres.start()
+    wait_for(lambda: api.get_job("alice", job).state == "DONE", timeout=60)
+    runner.join(10)
+    starts = [json.loads(ln) for ln in events_path.read_text().splitlines() if '"start"' in ln]
+    assert [s["resumed_from"] for s in starts] == [None, stop["step"]]
+    assert results(job)["fake_state"] == reference_state(400)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("cannot reach the job store (PostgreSQL at 127.0.0.1:") for m in messages)
+    assert any("unreachable for" in m and "stopping the engine at a checkpoint" in m for m in messages)
+    assert any(m.endswith("reachable again") for m in messages)
+    servers.BACKOFF.ok()
