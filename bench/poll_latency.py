@@ -66,6 +66,17 @@ def percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[k]
 
 
+def _peak_rss_mb(pid: int) -> str:
+    """Peak resident memory of a process (Linux ``VmHWM``), or "?" elsewhere."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return str(int(line.split()[1]) // 1024)
+    except OSError:
+        pass
+    return "?"
+
+
 def wait_for(pred, timeout: float, what: str, every: float = 0.25):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -178,6 +189,8 @@ def main() -> int:
             p.join()
         view = api.get_job(USER, train_id)
         load1 = os.getloadavg()[0]
+        web_rss = _peak_rss_mb(server.pid)
+        waiting = sum(1 for j in api.list_jobs(USER, limit=1000) if j.state == "QUEUED")
     finally:
         with contextlib.suppress(Exception):
             api.cancel(USER, train_id, mode="kill")
@@ -192,10 +205,10 @@ def main() -> int:
             if rec.get("pgid"):
                 os.killpg(rec["pgid"], signal.SIGKILL)
 
-    waiting = sum(1 for j in api.list_jobs(USER, limit=1000) if j.state == "QUEUED")
     print(f"engine={args.engine} via={args.via} pollers={args.pollers} duration={args.duration:.0f}s "
           f"interval={args.interval}s cpus={os.cpu_count()} load(1m) {load0:.1f} -> {load1:.1f}")
-    print(f"training job: {view.state}, {view.step - step0} steps during the measurement; {waiting} jobs queued")
+    print(f"training job: {view.state}, {view.step - step0} steps during the measurement; {waiting} jobs queued; "
+          f"web process peak RSS {web_rss} MB (the engine is a child of its own)")
     summary = []
     for route in ("jobs", "status"):
         ms = sorted(m for p in pollers for m in p.ms[route])
