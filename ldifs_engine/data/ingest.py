@@ -20,23 +20,18 @@ import os
 import re
 import shutil
 import stat
-import struct
 import tempfile
 import time
 import unicodedata
 import uuid
-import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import IO
-
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InvalidUpload
-from ..lazy import torch
+from .images import ALLOWED_FORMATS, UnusableImage, decode_image_file, open_rgb, short_error  # noqa: F401 — re-exported: the upload API
 from .manifest import MANIFEST_NAME, SCHEMA, Manifest, ManifestFile, write_manifest
 from .splits import stratified_holdout
 from .templates import (
@@ -46,11 +41,6 @@ from .templates import (
     id_like_warnings,
     normalize_classname,
 )
-
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
-# Process-wide backstop for every Image.open (Pillow's default is ~89 MP). Our per-upload pixel limit
-# is checked from the header first; this only guards code paths that forget to.
-Image.MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 
 JUNK_DIRS = frozenset({"__macosx"})
 JUNK_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini", ".localized"})
@@ -90,14 +80,6 @@ class UploadRejected(InvalidUpload):
     def __init__(self, code: str, message: str):
         self.code = code
         super().__init__(f"upload rejected: {message}; nothing was kept")
-
-
-class UnusableImage(Exception):
-    """One file is not a usable image: ``code`` (not_image, corrupt, too_many_pixels, too_large) and ``reason``."""
-
-    def __init__(self, code: str, reason: str):
-        self.code, self.reason = code, reason
-        super().__init__(reason)
 
 
 @dataclass(frozen=True)
@@ -142,83 +124,6 @@ class _Stats:
 
     def quarantine(self, member: str, code: str, reason: str) -> None:
         self.quarantined.append({"member": member, "code": code, "reason": reason})
-
-
-# --- decoding: the one place images are opened ------------------------------------------------------
-
-def open_rgb(
-    source: str | os.PathLike | IO[bytes],
-    *,
-    max_pixels: int,
-    formats: tuple[str, ...] = ALLOWED_FORMATS,
-    exif_transpose: bool = False,
-) -> Image.Image:
-    """Open an image with a format allowlist, check its size from the header, decode it fully, return RGB.
-
-    Raises:
-        UnusableImage: codes ``not_image`` (format not allowed / unidentified), ``too_many_pixels`` (header
-            dimensions over ``max_pixels``; nothing was decoded), ``corrupt`` (the full decode failed).
-    """
-    with warnings.catch_warnings():
-        # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; treat it as the error it is.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(source, formats=list(formats))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise UnusableImage("too_many_pixels", "image dimensions exceed the decoder's safety limit") from None
-        except UnidentifiedImageError:
-            raise UnusableImage("not_image", f"not an image in an allowed format ({', '.join(formats)})") from None
-        except (OSError, ValueError, SyntaxError, EOFError, TypeError, struct.error) as e:
-            raise UnusableImage("corrupt", f"unreadable image header ({_short(e)})") from None
-        try:
-            w, h = im.size
-            if w <= 0 or h <= 0:
-                raise UnusableImage("corrupt", f"invalid image size {w}x{h}")
-            if w * h > max_pixels:
-                raise UnusableImage("too_many_pixels", f"{w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
-            try:
-                im.load()
-                if exif_transpose:
-                    try:
-                        im = ImageOps.exif_transpose(im) or im
-                    except Exception:  # noqa: BLE001 - a broken EXIF block only costs the rotation
-                        pass
-                if im.mode != "RGB":
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # palette-with-transparency notices
-                        im = im.convert("RGB")
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise UnusableImage("too_many_pixels", "image dimensions exceed the decoder's safety limit") from None
-            except Exception as e:  # noqa: BLE001 - any decoder failure on untrusted bytes is "corrupt"
-                raise UnusableImage("corrupt", f"the image does not decode ({_short(e)})") from None
-            return im
-        except BaseException:
-            im.close()
-            raise
-
-
-def decode_image_file(path: str | os.PathLike, *, max_pixels: int = Image.MAX_IMAGE_PIXELS,
-                      formats: tuple[str, ...] = ALLOWED_FORMATS) -> torch.Tensor:
-    """Decode an image file into a uint8 ``[3,H,W]`` tensor (allowlisted formats, pixel-capped).
-
-    Raises:
-        ValueError: the file is not a usable image; the message says why.
-        OSError: the file cannot be read.
-    """
-    with open(path, "rb") as f:
-        try:
-            im = open_rgb(f, max_pixels=max_pixels, formats=formats)
-        except UnusableImage as e:
-            raise ValueError(f"{Path(path).name}: {e.reason}") from None
-    from torchvision.transforms.functional import pil_to_tensor
-
-    with im:
-        return pil_to_tensor(im)
-
-
-def _short(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text[:120]
 
 
 # --- member names ------------------------------------------------------------------------------------
@@ -279,7 +184,7 @@ def _check_is_zip(path: Path, max_bytes: int) -> None:
         with open(path, "rb") as f:
             head = f.read(512)
     except OSError as e:
-        raise UploadRejected("unreadable", f"the uploaded file cannot be read ({_short(e)})") from None
+        raise UploadRejected("unreadable", f"the uploaded file cannot be read ({short_error(e)})") from None
     if size > max_bytes:
         raise UploadRejected("too_large", f"the archive is {size:,} bytes; the limit is {max_bytes:,}")
     kind = next((what for magic, what in _MAGIC if head.startswith(magic)), None)
@@ -392,7 +297,7 @@ def _read_member(zf: zipfile.ZipFile, entry: _Entry, limits: IngestLimits, stats
     except (UploadRejected, UnusableImage):
         raise
     except _ZIP_ERRORS as e:
-        raise UploadRejected("corrupt_zip", f"member {entry.name!r} cannot be read ({_short(e)})") from None
+        raise UploadRejected("corrupt_zip", f"member {entry.name!r} cannot be read ({short_error(e)})") from None
     return bytes(buf)
 
 
@@ -522,14 +427,14 @@ def _ingest_into(zip_path: Path, work: Path, limits: IngestLimits, *, name: str,
     try:
         zf = zipfile.ZipFile(zip_path)
     except _ZIP_ERRORS as e:
-        raise UploadRejected("corrupt_zip", f"the zip archive cannot be opened ({_short(e)})") from None
+        raise UploadRejected("corrupt_zip", f"the zip archive cannot be opened ({short_error(e)})") from None
     with zf:
         try:
             entries, ignored = _collect(zf, limits)
         except UploadRejected:
             raise
         except _ZIP_ERRORS as e:
-            raise UploadRejected("corrupt_zip", f"the zip archive's directory is damaged ({_short(e)})") from None
+            raise UploadRejected("corrupt_zip", f"the zip archive's directory is damaged ({short_error(e)})") from None
         wrapper = _unwrap(entries)
         if any(e.parts == (LABELS_CSV,) for e in entries):
             layout = "labels.csv"

@@ -26,6 +26,7 @@ from ..lazy import torch
 
 from ..errors import DatasetUnavailable
 from .catalog import DataContext, DatasetInfo, ImageSet, register_dataset
+from .images import decode_image_file
 from .templates import WORDNET_ID, vocabulary
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".jfif"})
@@ -46,8 +47,6 @@ class LocalImageSet(ImageSet):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from .ingest import decode_image_file
-
         path, y = self.samples[i]
         try:
             return decode_image_file(path, max_pixels=LOCAL_MAX_PIXELS), y

@@ -22,6 +22,7 @@ from ..lazy import torch
 
 from ..errors import DatasetUnavailable, SpecError
 from ..files import atomic_write_json
+from . import images
 from .catalog import DATASETS, SPLITS, DataContext, DatasetInfo, ImageSet
 from .templates import check_classnames, check_templates, normalize_classname
 
@@ -211,11 +212,9 @@ class ManifestImageSet(ImageSet):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from .ingest import decode_image_file  # ingest imports this module; import lazily to avoid the cycle
-
         f = self.files[i]
         try:
-            img = decode_image_file(self.folder / f.file, max_pixels=STORED_MAX_PIXELS, formats=("PNG",))
+            img = images.decode_image_file(self.folder / f.file, max_pixels=STORED_MAX_PIXELS, formats=("PNG",))
         except (OSError, ValueError) as e:
             raise DatasetUnavailable(f"image {f.file} of {self.key} is missing or damaged ({e}); upload the dataset "
                                      "again") from None

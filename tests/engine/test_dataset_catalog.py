@@ -301,7 +301,7 @@ def test_cached_eval_tensors_round_trip(tmp_path, monkeypatch):
     def no_decoding(*a, **k):
         raise AssertionError("served from cache: nothing may be decoded")
 
-    monkeypatch.setattr("ldifs_engine.data.ingest.decode_image_file", no_decoding)
+    monkeypatch.setattr("ldifs_engine.data.images.decode_image_file", no_decoding)
     again, labels2 = cached_eval_tensors(info, "train", ctx, 8, tmp_path / "cache")
     assert torch.equal(again, images) and torch.equal(labels2, labels)
     monkeypatch.undo()
