@@ -50,7 +50,7 @@ def one(job: tuple[str, int, str]) -> dict:
 
     torch.set_num_threads(1)
     from ldifs_engine.presets import QUICK
-    from ldifs_engine.runner import run
+    from ldifs_engine.launch import run
     from ldifs_engine.spec import RunSpec
 
     d = copy.deepcopy(QUICK)

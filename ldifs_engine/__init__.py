@@ -19,7 +19,7 @@ _LAZY = {
     "image_taps": ("backbones", "image_taps"),
     "load_backbone": ("backbones", "load_backbone"),
     "ldifs_distance": ("methods.ldifs", "ldifs_distance"),
-    "run": ("runner", "run"),
+    "run": ("launch", "run"),
 }
 
 

@@ -1,7 +1,7 @@
 """Engine commands: ``python -m ldifs_engine run|train|eval|backbones|methods|datasets|demo|pretrain-demo``.
 
 ``run`` is what the job worker's child process executes; the others are also reachable through the
-``ldifs`` console script. Errors print one readable line and exit non-zero (codes in docs/CONTRACTS.md).
+``ldifs`` console script. Errors print one readable line and exit non-zero (``cli.py``; codes in docs/CONTRACTS.md).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from .cli import dispatch
 from .presets import DEMO_METHODS
 
 
@@ -30,9 +31,14 @@ def _load_spec(path: str):
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _load_spec(args.spec)  # first: a hostile spec is refused before torch is even imported
-    from .runner import run
+    from .launch import run
+    from .stopping import StopFlag
+    from .tables import continual_table, summary_table
 
-    results = run(spec, args.workdir, resume=args.resume, data_root=args.data_root, download=args.download)
+    # the process's entry point owns SIGINT: first = checkpoint and stop, second = abort
+    with StopFlag(Path(args.workdir)).installed() as stop:
+        results = run(spec, args.workdir, resume=args.resume, data_root=args.data_root, download=args.download,
+                      should_stop=stop)
     if getattr(args, "print_summary", False):
         print(summary_table({spec.method.name: results}))
         if results.get("continual"):
@@ -53,6 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .data import DataContext, resolve_dataset
     from .evaluate import EvalSet, Preprocessor, evaluate_model, subset_indices
     from .runner import default_data_root, pick_device
+    from .tables import fmt_metric
 
     device = pick_device()
     model = load_backbone(args.backbone, device=device)
@@ -76,12 +83,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"{'dataset':<14}{'ZS acc':>8}{'ZS ECE':>8}{'LP acc':>8}{'LP ECE':>8}")
         for k, m in rows.items():
-            print(f"{k:<14}" + "".join(f"{_fmt(m.get(c)):>8}" for c in ("zs_acc", "zs_ece", "lp_acc", "lp_ece")))
+            print(f"{k:<14}" + "".join(f"{fmt_metric(m.get(c)):>8}" for c in ("zs_acc", "zs_ece", "lp_acc", "lp_ece")))
     return 0
-
-
-def _fmt(v) -> str:
-    return "—" if v is None else f"{v:.3f}"
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
@@ -129,8 +132,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .stopping import StopFlag
 
-    return run_demo(target=args.target, seed=args.seed, methods=args.methods, out=args.out, steps=args.steps)
+    with StopFlag(None).installed() as stop:  # SIGINT stops the method running (checkpointed), a second aborts
+        return run_demo(target=args.target, seed=args.seed, methods=args.methods, out=args.out, steps=args.steps,
+                        should_stop=stop)
 
 
 def cmd_pretrain_demo(args: argparse.Namespace) -> int:
@@ -139,46 +145,6 @@ def cmd_pretrain_demo(args: argparse.Namespace) -> int:
     kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
     pretrain_demo(Path(args.out), **kw)
     return 0
-
-
-def summary_table(results_by_method: dict) -> str:
-    """Before/after table of one or several runs (ZS accuracy per dataset, target head, means)."""
-    lines = []
-    first = next(iter(results_by_method.values()))
-    keys = [k for k in first["datasets"] if k != first["target"]]
-    head = f"{'method':<8}{'target acc':>16}" + "".join(f"{k[:10]:>11}" for k in keys) + f"{'mean ΔZS':>10}{'mean ΔLP':>10}"
-    lines.append(head)
-    before = f"{'(before)':<8}{_pct(first['target_head_acc']['before']):>16}" + "".join(
-        f"{_pct(first['datasets'][k]['before']['zs_acc']):>11}" for k in keys)
-    lines.append(before)
-    for name, r in results_by_method.items():
-        s = r["summary"]
-        row = f"{name:<8}{_pct(r['target_head_acc']['after']):>16}" + "".join(
-            f"{_pct(r['datasets'][k]['after']['zs_acc']):>11}" for k in keys)
-        row += f"{_pts(s['mean_delta_zs_controls']):>10}{_pts(s['mean_delta_lp_controls']):>10}"
-        lines.append(row)
-    return "\n".join(lines)
-
-
-def continual_table(results: dict) -> str:
-    """A continual run's accuracy matrix (rows: after each stage; columns: the tasks) and summaries."""
-    c = results["continual"]
-    tasks = c["sequence"]
-    lines = [f"{'after':<16}" + "".join(f"{t[:10]:>11}" for t in tasks)]
-    for i, row in enumerate(c["task_acc"]):
-        label = "(pre-trained)" if i == 0 else f"{i}. {tasks[i - 1]}"
-        lines.append(f"{label[:16]:<16}" + "".join(f"{_pct(v):>11}" for v in row))
-    lines.append(f"Transfer {_pct(c['transfer'])} · Avg {_pct(c['avg'])} · Last {_pct(c['last'])} "
-                 "(learned tasks: their trained head; tasks not yet learned: zero-shot)")
-    return "\n".join(lines)
-
-
-def _pct(v) -> str:
-    return "—" if v is None else f"{100 * v:.1f}%"
-
-
-def _pts(v) -> str:
-    return "—" if v is None else f"{100 * v:+.1f}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -233,47 +199,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pretrain_demo)
 
 
-def dispatch(args: argparse.Namespace, *, user_errors: tuple[type[Exception], ...] = ()) -> int:
-    """Run a parsed command; typed errors become one line on stderr and their exit code.
-
-    ``user_errors``: further exception types a caller's commands raise for the user's own mistakes
-    (their ``exit_code``, else 1; an ``OSError`` shows its ``strerror``). One policy for every ``ldifs``
-    command."""
-    from .errors import LdifsError
-
-    from .files import disk_full, is_disk_full
-
-    try:
-        try:
-            return int(args.func(args) or 0)
-        except Exception as e:  # noqa: BLE001 — only a full disk is re-worded here
-            if isinstance(e, LdifsError) or not is_disk_full(e):
-                raise
-            where = getattr(e, "filename", None)
-            raise disk_full(Path(where).parent if where else Path.cwd(), Path(where).name if where else "a file") from None
-    except LdifsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except user_errors as e:
-        print(f"error: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
-        return int(getattr(e, "exit_code", 1) or 1)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # a bug, not a user error: one line here, the traceback on request
-        import os
-
-        if os.environ.get("LDIFS_DEBUG"):
-            raise
-        print(f"error: internal error: {type(e).__name__}: {str(e)[:300]} (set LDIFS_DEBUG=1 for the traceback)",
-              file=sys.stderr)
-        return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ldifs_engine", description=__doc__.splitlines()[0])
     register(parser.add_subparsers(dest="command", required=True))
-    return dispatch(parser.parse_args(argv))
+    return dispatch(parser.parse_args(argv))  # the one error policy of every ldifs command (cli.py)
 
 
 if __name__ == "__main__":

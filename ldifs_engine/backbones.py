@@ -207,6 +207,38 @@ def catalog_check() -> list[str]:
     return [b.key for _, b in BACKBONES.items() if b.pretrained and (b.arch, b.pretrained) not in listed]
 
 
+class _BelowError(logging.Filter):
+    """Drops records under ERROR that open_clip's code logs (it logs on the root logger)."""
+
+    def __init__(self, package_dir: str):
+        super().__init__()
+        self.package_dir = package_dir
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not record.pathname.startswith(self.package_dir)
+
+
+@contextlib.contextmanager
+def quiet_open_clip() -> Iterator[None]:
+    """Silence open_clip's warnings for the ``with`` block only: the process's logging is the entry
+    point's (no level raised, no handler left behind; the root logger gets a NullHandler meanwhile so
+    that ``logging.warning`` does not call ``basicConfig``)."""
+    import open_clip
+
+    root = logging.getLogger()
+    quiet = _BelowError(str(Path(open_clip.__file__).parent))
+    placeholder = logging.NullHandler() if not root.handlers else None
+    root.addFilter(quiet)
+    if placeholder is not None:
+        root.addHandler(placeholder)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+        if placeholder is not None:
+            root.removeHandler(placeholder)
+
+
 def load_backbone(key: str, *, cache_dir: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """Build the CLIP model of a catalog key with its weights, in eval mode.
 
@@ -216,9 +248,9 @@ def load_backbone(key: str, *, cache_dir: str | Path | None = None, device: str 
 
     info = BACKBONES.get(key)
     _add_builtin_configs()
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # open_clip warns on random init
     try:
-        model = open_clip.create_model(**create_kwargs(info, cache_dir))
+        with quiet_open_clip():  # it warns when a model starts random: built-in / operator weights come next
+            model = open_clip.create_model(**create_kwargs(info, cache_dir))
         if info.builtin_weights:
             load_safetensors_into(model, ASSETS / info.builtin_weights)
         elif info.weights_file:

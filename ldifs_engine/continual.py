@@ -22,7 +22,9 @@ from .events import EventSink
 from .files import STAGES_DIR, stage_dir
 from .metrics import forgetting_summary
 from .results import validate_results
+from .runner import run_task
 from .spec import RunSpec
+from .stopping import StopFile
 
 
 def stage_specs(spec: RunSpec) -> list[RunSpec]:
@@ -47,57 +49,25 @@ def _finished(path: Path, spec: RunSpec) -> dict | None:
 
 def run_sequence(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: EventSink | None = None,
                  **kw: Any) -> dict:
-    """Run every stage of ``spec``'s sequence; write the combined ``results.json`` and return it."""
-    from safetensors.torch import load_file
+    """Run every stage of ``spec``'s sequence; write the combined ``results.json`` and return it.
 
-    from .runner import StopFlag, run_task
-
+    Keywords as ``run_task``; ``should_stop`` defaults to the sequence directory's ``STOP`` file (no
+    signal handler is installed here: that is the entry point's business)."""
     t0 = time.perf_counter()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     own_sink = sink is None
     sink = sink or EventSink(workdir / "events.jsonl")
-    stop_flag = None
-    if kw.get("should_stop") is None:
-        stop_flag = StopFlag(workdir)
-        stop_flag.install()
-        kw["should_stop"] = stop_flag
+    kw["should_stop"] = kw.get("should_stop") or StopFile(workdir)
     specs = stage_specs(spec)
     per_stage = [s.optim.steps for s in specs]  # None with epochs: known per stage only
-    sink.total_steps = sum(per_stage) if all(n is not None for n in per_stage) else None
-    atomic_write_json(workdir / "spec.json", spec.to_dict())
-    reference = getattr(spec.method.params, "reference", "previous")
-    stages: list[dict] = []
-    heads: dict[str, dict] = {}
-    init_state = pretrained_state = None
-    sink.suppress = {"done"}
     try:
-        for i, s in enumerate(specs):
-            sdir = stage_dir(workdir, i)
-            sink.step_offset = sum(n or 0 for n in per_stage[:i])
-            done = _finished(sdir, s)
-            if done is None:
-                sink.emit("phase", phase="stage", stage=i + 1, stages=len(specs), dataset=s.data.target,
-                          message=f"stage {i + 1} of {len(specs)}: fine-tuning on {s.data.target}")
-                done = run_task(s, sdir, resume=resume and sdir.is_dir(), sink=sink, init_state=init_state,
-                                reference_state=pretrained_state if reference == "pretrained" else None,
-                                carry_heads=dict(heads), cache_after=i + 1 < len(specs), **kw)
-            else:
-                sink.log(f"stage {i + 1} of {len(specs)} ({s.data.target}) already finished; kept")
-            stages.append(done)
-            if i + 1 == len(specs):
-                break  # what the next stage would start from is not needed after the last one
-            init_state = load_file(str(sdir / "final" / "model.safetensors"))
-            if i == 0 and reference == "pretrained":
-                # the pre-trained tower, as the first stage's before side saw it
-                pretrained_state = _pretrained_state(spec, kw)
-            if (sdir / "final" / "head.safetensors").is_file():
-                heads[s.data.target] = load_file(str(sdir / "final" / "head.safetensors"))
+        sink.total_steps = sum(per_stage) if all(n is not None for n in per_stage) else None
+        sink.suppress = {"done"}
+        atomic_write_json(workdir / "spec.json", spec.to_dict())
+        stages = _run_stages(spec, specs, per_stage, workdir, sink, resume, kw)
         results = combine(spec, stages, time.perf_counter() - t0)
-        final = workdir / "final"
-        shutil.rmtree(final, ignore_errors=True)
-        # the run's final weights are the last stage's: link them (a ViT-B copy would be ~600 MB more)
-        shutil.copytree(stage_dir(workdir, len(specs) - 1) / "final", final, copy_function=_link_or_copy)
+        _link_final(workdir, len(specs))
         validate_results(results)
         atomic_write_json(workdir / "results.json", results)
         sink.suppress = set()
@@ -106,10 +76,48 @@ def run_sequence(spec: RunSpec, workdir: str | Path, *, resume: bool = False, si
         return results
     finally:
         sink.step_offset, sink.suppress = 0, set()
-        if stop_flag is not None:
-            stop_flag.uninstall()
         if own_sink:
             sink.close()
+
+
+def _run_stages(spec: RunSpec, specs: list[RunSpec], per_stage: list[int | None], workdir: Path,
+                sink: EventSink, resume: bool, kw: dict) -> list[dict]:
+    """Each stage's results, running the stages not finished yet; each starts from the previous one's weights."""
+    from safetensors.torch import load_file
+
+    reference = getattr(spec.method.params, "reference", "previous")
+    stages: list[dict] = []
+    heads: dict[str, dict] = {}
+    init_state = pretrained_state = None
+    for i, s in enumerate(specs):
+        sdir = stage_dir(workdir, i)
+        sink.step_offset = sum(n or 0 for n in per_stage[:i])
+        done = _finished(sdir, s)
+        if done is None:
+            sink.emit("phase", phase="stage", stage=i + 1, stages=len(specs), dataset=s.data.target,
+                      message=f"stage {i + 1} of {len(specs)}: fine-tuning on {s.data.target}")
+            done = run_task(s, sdir, resume=resume and sdir.is_dir(), sink=sink, init_state=init_state,
+                            reference_state=pretrained_state if reference == "pretrained" else None,
+                            carry_heads=dict(heads), cache_after=i + 1 < len(specs), **kw)
+        else:
+            sink.log(f"stage {i + 1} of {len(specs)} ({s.data.target}) already finished; kept")
+        stages.append(done)
+        if i + 1 == len(specs):
+            break  # what the next stage would start from is not needed after the last one
+        init_state = load_file(str(sdir / "final" / "model.safetensors"))
+        if i == 0 and reference == "pretrained":
+            # the pre-trained tower, as the first stage's before side saw it
+            pretrained_state = _pretrained_state(spec, kw)
+        if (sdir / "final" / "head.safetensors").is_file():
+            heads[s.data.target] = load_file(str(sdir / "final" / "head.safetensors"))
+    return stages
+
+
+def _link_final(workdir: Path, n_stages: int) -> None:
+    """The run's final weights are the last stage's: linked (a ViT-B copy would be ~600 MB more)."""
+    final = workdir / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.copytree(stage_dir(workdir, n_stages - 1) / "final", final, copy_function=_link_or_copy)
 
 
 def _link_or_copy(src: str, dst: str) -> None:

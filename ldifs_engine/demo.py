@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import SpecError
@@ -29,10 +30,11 @@ def demo_spec(method: str, *, target: str | None = None, seed: int = 0, steps: i
 
 
 def run_demo(*, target: str | None = None, seed: int = 0, methods: str = "ce,l2sp,ldifs",
-             out: str | Path = "runs/demo", steps: int | None = None) -> int:
+             out: str | Path = "runs/demo", steps: int | None = None,
+             should_stop: Callable[[], bool] | None = None) -> int:
     """Run each method, write ``out/<method>/results.json`` and print the before/after table."""
-    from .__main__ import summary_table
-    from .runner import run
+    from .launch import run
+    from .tables import summary_table
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     specs = {m: demo_spec(m, target=target, seed=seed, steps=steps) for m in names}  # validate all first
@@ -42,7 +44,7 @@ def run_demo(*, target: str | None = None, seed: int = 0, methods: str = "ce,l2s
     for m, spec in specs.items():
         t = time.perf_counter()
         print(f"[{m}] fine-tuning {spec.backbone} on {spec.data.target} ({spec.optim.steps} steps) …", flush=True)
-        results[m] = run(spec, out / m, resume=False)
+        results[m] = run(spec, out / m, resume=False, should_stop=should_stop)
         r = results[m]
         print(f"[{m}] done in {time.perf_counter() - t:.0f} s: target {100 * r['target_head_acc']['after']:.1f}%, "
               f"mean ΔZS on controls {100 * r['summary']['mean_delta_zs_controls']:+.1f} points", flush=True)

@@ -6,6 +6,8 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +74,23 @@ class EventSink:
         self._hb = threading.Thread(target=beat, name="ldifs-heartbeat", daemon=True)
         self._hb.start()
 
-    def close(self) -> None:
+    def stop_heartbeat(self) -> None:
+        """Stop the heartbeat thread (the sink stays open: a sequence's next stage may start it again)."""
         self._hb_stop.set()
         if self._hb:
             self._hb.join(timeout=1)
+
+    @contextmanager
+    def heartbeat(self, every_s: float = 5.0) -> Iterator[None]:
+        """Heartbeats for the duration of the ``with`` block."""
+        self.start_heartbeat(every_s)
+        try:
+            yield
+        finally:
+            self.stop_heartbeat()
+
+    def close(self) -> None:
+        self.stop_heartbeat()
         with self._lock:
             if self._file:
                 self._file.close()

@@ -1,39 +1,53 @@
-"""Compose the engine: spec → backbone, data, method → before-eval → train → after-eval → results.json."""
+"""One fine-tuning task as a recipe that reads top to bottom (docs/ARCHITECTURE.md, "The run as a recipe"):
+
+    prepare()          the backbone, its tokenizer and preprocessing, every dataset split and capped
+    evaluate_before()  the pre-trained model on every dataset (cached by content hash)
+    build_state()      the head training starts from and what the method's own ``setup`` prepares
+    train()            one sanity step, then the Trainer (checkpoints, resume, stop requests, curves)
+    evaluate_after()   the fine-tuned model on every dataset, and earlier stages' heads
+    wise_ft()          the WiSE-FT sweep, when the spec asks for one
+    write_results()    final weights, then ``results.json`` (atomically, last)
+
+``run_task`` runs those steps in that order; a continual sequence (``continual.run_sequence``) calls it
+once per stage. The recipe never looks at which method it runs: methods say what they need through
+their hooks (``methods/base.py``).
+"""
 from __future__ import annotations
 
 import copy
 import math
 import os
 import platform
-import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
+from torch import nn
 
 from . import __version__
-from .backbones import frozen_copy, get_tokenizer, load_backbone, preprocess_cfg, weights_fingerprint
+from .backbones import get_tokenizer, load_backbone, preprocess_cfg, weights_fingerprint
 from .cache import ByteCache, DirCache, NullCache, content_key
 from .checkpoint import atomic_write_json, latest_checkpoint, save_tensors_atomic
 from .data import DataContext, resolve_dataset
 from .data.splits import seeded_split
-from .errors import Cancelled, DatasetUnavailable, LdifsError, SpecError
-from .evaluate import (EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model, idx_hash,
-                       lp_init_head, remember_before, subset_indices, zs_metrics)
+from .errors import Cancelled, DatasetUnavailable, LdifsError
+from .evaluate import (EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model, gather,
+                       idx_hash, lp_init_head, remember_before, subset_indices, zs_metrics)
 from .events import EventSink
-from .heads import ZS_SCALE, zero_shot_weights, zs_head
+from .heads import ZS_SCALE, zs_head
 from .methods import METHODS
 from .methods.base import TrainState
 from .metrics import accuracy, forgetting_summary
 from .results import SCHEMA, validate_results
 from .spec import RunSpec
-from .train import TrainConfig, Trainer
+from .stopping import StopFile
+from .train import TrainConfig, Trainer, TrainResult
 
-STOP_FILE = "STOP"
+METRIC_KEYS = ("zs_acc", "zs_ece", "lp_acc", "lp_ece")
 
 
 def default_home() -> Path:
@@ -59,33 +73,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
-
-
-class StopFlag:
-    """Stop requested by a ``STOP`` file in the run directory or by SIGINT (a second SIGINT aborts)."""
-
-    def __init__(self, workdir: Path | None):
-        self.workdir = workdir
-        self.requested = False
-        self._old = None
-
-    def install(self) -> None:
-        try:
-            self._old = signal.signal(signal.SIGINT, self._on_sigint)
-        except ValueError:  # not the main thread: the STOP file still works
-            self._old = None
-
-    def _on_sigint(self, *_):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def uninstall(self) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-    def __call__(self) -> bool:
-        return self.requested or bool(self.workdir and (self.workdir / STOP_FILE).exists())
 
 
 @dataclass
@@ -131,300 +118,17 @@ def total_steps(spec: RunSpec, n_train: int) -> int:
     return max(1, math.ceil(spec.optim.epochs * n_train / spec.optim.batch_size))
 
 
+def curve_steps(n_steps: int, points: int) -> tuple[int, ...]:
+    """The steps after which the curves are measured: ``points`` of them, evenly spread."""
+    return tuple(sorted({max(1, round(n_steps * k / points)) for k in range(1, points + 1)})) if points else ()
+
+
 def versions() -> dict:
     import open_clip
     import torchvision
 
     return {"ldifs_studio": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "open_clip": open_clip.__version__, "python": platform.python_version()}
-
-
-def run(spec: RunSpec, workdir: str | Path, **kw: Any) -> dict:
-    """Fine-tune and evaluate one spec — one task, or a continual sequence (``data.sequence``) — write
-    ``results.json`` into ``workdir`` and return it. Keywords as ``run_task``."""
-    if spec.seeds:
-        raise SpecError("seeds: a spec with seeds is a group of runs, one per seed; submit it (`ldifs submit`) "
-                        "or use `ldifs train`, which runs each seed into its own folder")
-    if spec.data.sequence:
-        from .continual import run_sequence
-
-        return run_sequence(spec, workdir, **kw)
-    return run_task(spec, workdir, **kw)
-
-
-def run_task(spec: RunSpec, workdir: str | Path, *, resume: bool = False, sink: EventSink | None = None,
-             cache: ByteCache | None = None, data_root: str | Path | None = None, download: bool = False,
-             device: torch.device | str | None = None, should_stop: Callable[[], bool] | None = None,
-             fault_hook: Callable[[int, int], None] | None = None, model_cache_dir: str | Path | None = None,
-             init_state: dict[str, torch.Tensor] | None = None, reference_state: dict[str, torch.Tensor] | None = None,
-             carry_heads: dict[str, dict[str, torch.Tensor]] | None = None, cache_after: bool = False) -> dict:
-    """Fine-tune and evaluate one task; write ``results.json`` into ``workdir`` and return it.
-
-    A continual sequence calls this once per stage with ``init_state`` (the previous stage's weights),
-    ``reference_state`` (weights of LDIFS's reference tower when it is not the starting model) and
-    ``carry_heads`` (earlier stages' heads, scored on the fine-tuned model as ``carried_heads_acc``) and
-    ``cache_after`` (store the final evaluation as the "before" side of the fine-tuned weights).
-    """
-    t_all = time.perf_counter()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    own_sink = sink is None
-    sink = sink or EventSink(workdir / "events.jsonl")
-    cache = cache if cache is not None else default_cache()
-    device = torch.device(device) if device is not None else pick_device()
-    precision = resolve_precision(spec.optim.precision, device)
-    ctx = DataContext(Path(data_root) if data_root else default_data_root(), download=download)
-    stop_flag = None
-    if should_stop is None:
-        stop_flag = should_stop = StopFlag(workdir)
-        stop_flag.install()  # SIGINT = save a checkpoint and exit at the next step boundary
-    torch.manual_seed(spec.seed)
-    atomic_write_json(workdir / "spec.json", spec.to_dict())
-    try:
-        sink.start_heartbeat()
-        sink.emit("phase", phase="load", message=f"loading {spec.backbone} and {len(spec.datasets)} datasets")
-        model = load_backbone(spec.backbone, device=device, cache_dir=model_cache_dir)
-        if init_state is not None:
-            model.load_state_dict(init_state)
-        tokenizer = get_tokenizer(spec.backbone)
-        pre = Preprocessor(preprocess_cfg(model))
-        data = prepare_data(spec, ctx)
-        n_steps = total_steps(spec, len(data.train_idx))
-        resumed_from = None
-        if resume:
-            last = latest_checkpoint(workdir / "checkpoints")
-            resumed_from = int(last.name.split("-")[1]) if last is not None else None
-        sink.emit("start", total_steps=n_steps, resumed_from=resumed_from, pid=os.getpid(), device=str(device))
-        if spec.optim.warmup_steps >= n_steps:
-            sink.log(f"warm-up ({spec.optim.warmup_steps}) is not shorter than the run ({n_steps} steps): "
-                     "the learning rate never reaches its peak", level="warning")
-
-        # ---- before: the pre-trained model (cached by content hash) ----
-        t_eval = time.perf_counter()
-        sink.emit("phase", phase="before_eval", message="evaluating the pre-trained model")
-        fingerprint = weights_fingerprint(model)
-        flags = {"zs": spec.eval.zero_shot, "lp": spec.eval.linear_probe, "ece": spec.eval.ece}
-        before, zs_w, hits = {}, {}, 0
-        eval_kw = dict(tokenizer=tokenizer, device=device, zero_shot=True, linear_probe=spec.eval.linear_probe,
-                       ece=spec.eval.ece, seed=spec.seed, autocast=precision == "bf16")
-        for es in data.all:
-            key = before_key(spec.backbone, fingerprint, es, pre, flags, spec.seed)
-            m, keep, hit = before_metrics(model, es, pre, key=key, cache=cache, **eval_kw)
-            hits += hit
-            before[es.key], zs_w[es.key] = m, keep["zs_weights"]
-        sink.log(f"before-side: {hits} of {len(data.all)} datasets served from cache")
-        eval_s = time.perf_counter() - t_eval
-
-        # ---- method, head, reference ----
-        method_cls = METHODS.get(spec.method.name)
-        method = method_cls(spec.method.params)
-        head = None
-        if method.uses_head:
-            if spec.method.head_init == "lp":
-                # Fitted on the run's own training split, so the starting head does not depend on the
-                # evaluation settings (whether the report's probe runs, or its lp_max_train cap).
-                key = content_key("lp-init", train_idx=idx_hash(data.train_idx), before=before_key(
-                    spec.backbone, fingerprint, data.target, pre, {"lp_init": True}, spec.seed))
-                head = lp_init_head(model, data.target, data.train_idx, pre, key=key, cache=cache, device=device,
-                                    seed=spec.seed).requires_grad_(True)
-            else:
-                head = zs_head(zs_w[data.target.key])
-            head = head.to(device)
-        st = TrainState(model=model, head=head, classnames=data.target.classnames,
-                        templates=tuple(data.target.info.templates), tokenizer=tokenizer)
-        if method.needs_reference:
-            st.reference = frozen_copy(model.visual).to(device)
-            if reference_state is not None:
-                st.reference.tower.load_state_dict(
-                    {k[len("visual."):]: v for k, v in reference_state.items() if k.startswith("visual.")})
-        if method.needs_anchor:
-            st.anchor = {f"model.visual.{n}": p.detach().clone() for n, p in model.visual.named_parameters()}
-        if method.trains_text:
-            prompts = [t.replace("{}", c) for c in st.classnames for t in st.templates]
-            st.extras["caption_tokens"] = tokenizer(prompts).view(len(st.classnames), len(st.templates), -1).to(device)
-        initial_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        initial_head = copy.deepcopy(head).cpu() if head is not None else None
-
-        def head_acc(feats: torch.Tensor, labels: torch.Tensor, zs_target: torch.Tensor | None = None) -> float:
-            if head is not None:
-                with torch.no_grad():
-                    return accuracy(head(feats.to(device)).float().cpu(), labels)
-            return accuracy(ZS_SCALE * feats @ zs_target.t(), labels)
-
-        target_test = encode_images(model.visual, data.target.test, data.target.test_idx, pre, device=device)
-        target_head_before = head_acc(*target_test, zs_w[data.target.key])
-
-        def current_zs_weights(es: EvalSet) -> torch.Tensor:
-            if not method.trains_text:
-                return zs_w[es.key]
-            return zero_shot_weights(model, tokenizer, es.classnames, es.info.templates, device=device).cpu()
-
-        def on_curve(step: int) -> dict:
-            if step == 0:
-                return {"target": data.target.key, "target_head_acc": target_head_before,
-                        "zs_acc": {k: before[k]["zs_acc"] for k in before}}
-            model.eval()
-            out = {"target": data.target.key, "zs_acc": {}}
-            for es in data.all:
-                f, y = encode_images(model.visual, es.test, es.test_idx, pre, device=device)
-                w = current_zs_weights(es)
-                out["zs_acc"][es.key] = accuracy(ZS_SCALE * f @ w.t(), y)
-                if es is data.target:
-                    out["target_head_acc"] = head_acc(f, y, w)
-            return out
-
-        # ---- sanity: one forward/backward on two images before the long loop ----
-        sink.emit("phase", phase="sanity", message="checking one training step")
-        model.eval()
-        x = pre.eval_batch(torch.stack([data.train_set[int(i)][0] for i in data.train_idx[:2]])
-                           if hasattr(data.train_set, "images") else [data.train_set[int(i)][0] for i in data.train_idx[:2]])
-        y = torch.tensor([int(data.train_set[int(i)][1]) for i in data.train_idx[:2]])
-        task, reg = method.loss(st, x.to(device), y.to(device), torch.Generator().manual_seed(0))
-        (task + reg).backward()
-        model.zero_grad(set_to_none=True)
-        if head is not None:
-            head.zero_grad(set_to_none=True)
-
-        # ---- train ----
-        sink.emit("phase", phase="train", message=f"fine-tuning with {method.title} for {n_steps} steps")
-        points = spec.eval.curve_points
-        curve_steps = tuple(sorted({max(1, round(n_steps * k / points)) for k in range(1, points + 1)})) if points else ()
-        micro = spec.optim.micro_batch or spec.optim.batch_size
-        cfg = TrainConfig(total_steps=n_steps, batch_size=spec.optim.batch_size, micro_batch=micro, lr=spec.optim.lr,
-                          weight_decay=spec.optim.weight_decay, warmup_steps=spec.optim.warmup_steps,
-                          grad_clip=spec.optim.grad_clip, precision=precision,
-                          checkpoint_every=spec.optim.checkpoint_every, seed=spec.seed,
-                          freeze_head=spec.method.freeze_head, curve_steps=curve_steps)
-        trainer = Trainer(method, st, data.train_set, data.train_idx, pre, cfg, device=device, sink=sink,
-                          ckpt_root=workdir / "checkpoints", spec_hash=spec.spec_hash(), should_stop=should_stop,
-                          on_curve=on_curve if points else None, fault_hook=fault_hook)
-        tr = trainer.fit(resume=resume)
-
-        # ---- after ----
-        t_after = time.perf_counter()
-        sink.emit("phase", phase="after_eval", message="evaluating the fine-tuned model")
-        after, datasets = {}, {}
-        after_fingerprint = weights_fingerprint(model) if cache_after else None
-        head_feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-        def test_feats(es: EvalSet) -> tuple[torch.Tensor, torch.Tensor]:
-            """fp32 test embeddings of the fine-tuned model, which heads are scored on; encoded once."""
-            if es.key not in head_feats:
-                head_feats[es.key] = encode_images(model.visual, es.test, es.test_idx, pre, device=device)
-            return head_feats[es.key]
-
-        for es in data.all:
-            m, keep = evaluate_model(model, es, pre, zs_weights=None if method.trains_text else zs_w[es.key],
-                                     **eval_kw)
-            if after_fingerprint is not None:  # the next stage of a sequence starts from these very weights
-                remember_before(cache, before_key(spec.backbone, after_fingerprint, es, pre, flags, spec.seed),
-                                m, keep)
-            if method.trains_text:
-                m["zs_acc_pretrained_text"] = zs_metrics(*test_feats(es), zs_w[es.key], ece=False)["zs_acc"]
-            after[es.key] = m
-            datasets[es.key] = {
-                "role": "target" if es is data.target else "control", "title": es.info.title,
-                "num_classes": len(es.classnames), "source": es.info.source,
-                "before": {k: before[es.key].get(k) for k in ("zs_acc", "zs_ece", "lp_acc", "lp_ece")},
-                "after": {k: m.get(k) for k in ("zs_acc", "zs_ece", "lp_acc", "lp_ece")},
-            }
-            if "zs_acc_pretrained_text" in m:
-                datasets[es.key]["after"]["zs_acc_pretrained_text"] = m["zs_acc_pretrained_text"]
-        target_head_after = head_acc(*test_feats(data.target), current_zs_weights(data.target))
-        target_head = {"before": target_head_before, "after": target_head_after}
-        carried = {}
-        for key, state in (carry_heads or {}).items():
-            f, y = test_feats(next(e for e in data.all if e.key == key))
-            old_head = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0]).to(device)
-            old_head.load_state_dict(state)
-            with torch.no_grad():
-                carried[key] = accuracy(old_head(f.to(device)).float().cpu(), y)
-        eval_s += time.perf_counter() - t_after
-
-        # ---- WiSE-FT: interpolate all weights (head included) between pre-trained and fine-tuned ----
-        wise = None
-        if spec.eval.wise_ft_alphas:
-            sink.emit("phase", phase="wise_ft", message=f"WiSE-FT sweep over {len(spec.eval.wise_ft_alphas)} alphas")
-            wise = wise_ft_sweep(model, head, initial_state, initial_head, spec.eval.wise_ft_alphas, data, pre,
-                                 before, zs_w, method.trains_text, tokenizer, device)
-
-        # ---- write artefacts, results last ----
-        final = workdir / "final"
-        final.mkdir(exist_ok=True)
-        save_tensors_atomic(final / "model.safetensors", model.state_dict(),
-                            metadata={"backbone": spec.backbone, "spec_hash": spec.spec_hash()})
-        artifacts = {"checkpoint": "final/model.safetensors"}
-        if head is not None:
-            save_tensors_atomic(final / "head.safetensors", head.state_dict(),
-                                metadata={"classnames": "\n".join(data.target.classnames)})
-            artifacts["head"] = "final/head.safetensors"
-        results = {
-            "schema": SCHEMA, "spec": spec.to_dict(), "spec_hash": spec.spec_hash(), "name": spec.name,
-            "target": data.target.key, "method": spec.method.name, "backbone": spec.backbone,
-            "datasets": datasets, "target_head_acc": target_head,
-            "summary": forgetting_summary(datasets, target_head),
-            "curves": tr.curves, "wise_ft": wise,
-            "training": {"steps": tr.steps, "batch_size": spec.optim.batch_size, "micro_batch": tr.micro_batch,
-                         "accum": tr.accum, "backoffs": tr.backoffs, "final_loss": tr.final_loss,
-                         "resumed_from": tr.resumed_from, "device": str(device), "precision": precision,
-                         "n_train": len(data.train_idx)},
-            "timing": {"total_s": time.perf_counter() - t_all, "train_s": tr.seconds, "eval_s": eval_s,
-                       "started_at": started, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-            "versions": versions(), "artifacts": artifacts,
-        }
-        if carry_heads:
-            results["carried_heads_acc"] = carried
-        validate_results(results)
-        atomic_write_json(workdir / "results.json", results)
-        sink.emit("phase", phase="done", message="finished")
-        sink.emit("done", results="results.json")
-        return results
-    except Cancelled:
-        raise  # the trainer already emitted "stopped"; a stop is not an error
-    except LdifsError as e:
-        sink.emit("error", kind=type(e).__name__, message=str(e))
-        raise
-    except Exception as e:
-        sink.emit("error", kind=type(e).__name__, message=f"{type(e).__name__}: {str(e)[:300]}")
-        raise
-    finally:
-        if stop_flag is not None:
-            stop_flag.uninstall()
-        sink.close() if own_sink else sink._hb_stop.set()
-
-
-@torch.no_grad()
-def wise_ft_sweep(model, head, initial_state, initial_head, alphas, data: Prepared, pre, before, zs_w,
-                  trains_text: bool, tokenizer, device) -> dict:
-    """θ_a = (1 − a)·θ_0 + a·θ_ft for every weight (head included), evaluated per alpha."""
-    ft_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    ft_head = copy.deepcopy(head) if head is not None else None
-    out = {"alphas": list(alphas), "target_head_acc": [], "mean_delta_zs_controls": [], "target_zs_acc": []}
-    try:
-        for a in alphas:
-            model.load_state_dict(interpolate(initial_state, ft_state, a))
-            if head is not None:
-                head.load_state_dict(interpolate(initial_head.state_dict(), ft_head.state_dict(), a))
-            model.eval()
-            deltas = []
-            for es in data.all:
-                f, y = encode_images(model.visual, es.test, es.test_idx, pre, device=device)
-                w = zero_shot_weights(model, tokenizer, es.classnames, es.info.templates, device=device).cpu() \
-                    if trains_text else zs_w[es.key]
-                zs = accuracy(ZS_SCALE * f @ w.t(), y)
-                if es is data.target:
-                    out["target_zs_acc"].append(zs)
-                    acc = accuracy(head(f.to(device)).float().cpu(), y) if head is not None else zs
-                    out["target_head_acc"].append(acc)
-                elif before[es.key]["zs_acc"] is not None:  # an unmeasurable head has no change either
-                    deltas.append(zs - before[es.key]["zs_acc"])
-            out["mean_delta_zs_controls"].append(sum(deltas) / len(deltas) if deltas else None)
-    finally:
-        model.load_state_dict(ft_state)
-        if head is not None:
-            head.load_state_dict(ft_head.state_dict())
-    return out
 
 
 def interpolate(theta0: dict, theta1: dict, alpha: float) -> dict:
@@ -436,3 +140,349 @@ def interpolate(theta0: dict, theta1: dict, alpha: float) -> dict:
         v0 = theta0[k].to(v1.device)
         out[k] = (1 - alpha) * v0 + alpha * v1 if v1.is_floating_point() else v1.clone()
     return out
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How to run one task beyond what its spec fixes (the keywords of ``run_task``)."""
+
+    resume: bool = False
+    cache: ByteCache | None = None
+    data_root: str | Path | None = None
+    download: bool = False
+    device: torch.device | str | None = None
+    should_stop: Callable[[], bool] | None = None
+    fault_hook: Callable[[int, int], None] | None = None
+    model_cache_dir: str | Path | None = None
+    init_state: dict[str, torch.Tensor] | None = None
+    reference_state: dict[str, torch.Tensor] | None = None
+    carry_heads: dict[str, dict[str, torch.Tensor]] | None = None
+    cache_after: bool = False
+
+
+def run_task(spec: RunSpec, workdir: str | Path, *, sink: EventSink | None = None, **options) -> dict:
+    """Fine-tune and evaluate one task; write ``results.json`` into ``workdir`` and return it.
+
+    ``options`` are ``TaskOptions``' fields. A continual sequence calls this once per stage with
+    ``init_state`` (the previous stage's weights), ``reference_state`` (weights of LDIFS's reference
+    tower when it is not the starting model), ``carry_heads`` (earlier stages' heads, scored on the
+    fine-tuned model as ``carried_heads_acc``) and ``cache_after`` (store the final evaluation as the
+    "before" side of the fine-tuned weights). Stops at the next step boundary once ``should_stop()``
+    turns true or a ``STOP`` file appears in ``workdir``; installs no signal handler (an entry point
+    does that, and passes its flag as ``should_stop``).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    own_sink = sink is None
+    sink = sink or EventSink(workdir / "events.jsonl")
+    try:
+        with errors_reported(sink), sink.heartbeat():
+            recipe = TaskRecipe(spec, workdir, sink, TaskOptions(**options))
+            recipe.prepare()
+            recipe.evaluate_before()
+            recipe.build_state()
+            recipe.train()
+            recipe.evaluate_after()
+            recipe.wise_ft()
+            return recipe.write_results()
+    finally:
+        if own_sink:
+            sink.close()
+
+
+@contextmanager
+def errors_reported(sink: EventSink) -> Iterator[None]:
+    """A failure becomes an ``error`` event (a stop is not a failure: the trainer reported it)."""
+    try:
+        yield
+    except Cancelled:
+        raise
+    except LdifsError as e:
+        sink.emit("error", kind=type(e).__name__, message=str(e))
+        raise
+    except Exception as e:
+        sink.emit("error", kind=type(e).__name__, message=f"{type(e).__name__}: {str(e)[:300]}")
+        raise
+
+
+class TaskRecipe:
+    """The steps of one task; each fills in what the next one reads (see the module docstring)."""
+
+    def __init__(self, spec: RunSpec, workdir: Path, sink: EventSink, opts: TaskOptions):
+        self.t_all = time.perf_counter()
+        self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.spec, self.workdir, self.sink, self.opts = spec, workdir, sink, opts
+        self.cache = opts.cache if opts.cache is not None else default_cache()
+        self.device = torch.device(opts.device) if opts.device is not None else pick_device()
+        self.precision = resolve_precision(spec.optim.precision, self.device)
+        stop_file, asked = StopFile(workdir), opts.should_stop
+        self.should_stop = (lambda: asked() or stop_file()) if asked is not None else stop_file
+        self.method = METHODS.get(spec.method.name)(spec.method.params)
+        self.eval_s = 0.0
+        torch.manual_seed(spec.seed)
+        atomic_write_json(workdir / "spec.json", spec.to_dict())
+
+    # ---- 1. prepare ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Load the backbone (or a previous stage's weights) and every dataset; announce the run."""
+        spec, opts = self.spec, self.opts
+        self.sink.emit("phase", phase="load", message=f"loading {spec.backbone} and {len(spec.datasets)} datasets")
+        self.model = load_backbone(spec.backbone, device=self.device, cache_dir=opts.model_cache_dir)
+        if opts.init_state is not None:
+            self.model.load_state_dict(opts.init_state)
+        self.tokenizer = get_tokenizer(spec.backbone)
+        self.pre = Preprocessor(preprocess_cfg(self.model))
+        self.data = prepare_data(spec, DataContext(Path(opts.data_root) if opts.data_root else default_data_root(),
+                                                   download=opts.download))
+        self.n_steps = total_steps(spec, len(self.data.train_idx))
+        self.sink.emit("start", total_steps=self.n_steps, resumed_from=self._resumable_step(), pid=os.getpid(),
+                       device=str(self.device))
+        if spec.optim.warmup_steps >= self.n_steps:
+            self.sink.log(f"warm-up ({spec.optim.warmup_steps}) is not shorter than the run ({self.n_steps} steps): "
+                          "the learning rate never reaches its peak", level="warning")
+
+    def _resumable_step(self) -> int | None:
+        if not self.opts.resume:
+            return None
+        last = latest_checkpoint(self.workdir / "checkpoints")
+        return int(last.name.split("-")[1]) if last is not None else None
+
+    # ---- 2. evaluate before -------------------------------------------------------------------
+    def evaluate_before(self) -> None:
+        """The pre-trained model's metrics and zero-shot weights on every dataset (cached)."""
+        t0 = time.perf_counter()
+        self.sink.emit("phase", phase="before_eval", message="evaluating the pre-trained model")
+        self.fingerprint = weights_fingerprint(self.model)
+        self.before: dict[str, dict] = {}
+        self.zs_w: dict[str, torch.Tensor] = {}  # the pre-trained text tower's zero-shot weights
+        hits = 0
+        for es in self.data.all:
+            m, keep, hit = before_metrics(self.model, es, self.pre, key=self._before_key(self.fingerprint, es),
+                                          cache=self.cache, **self._eval_kw())
+            hits += hit
+            self.before[es.key], self.zs_w[es.key] = m, keep["zs_weights"]
+        self.sink.log(f"before-side: {hits} of {len(self.data.all)} datasets served from cache")
+        self.eval_s += time.perf_counter() - t0
+
+    def _eval_kw(self) -> dict:
+        e = self.spec.eval
+        return dict(tokenizer=self.tokenizer, device=self.device, zero_shot=True, linear_probe=e.linear_probe,
+                    ece=e.ece, seed=self.spec.seed, autocast=self.precision == "bf16")
+
+    def _before_key(self, fingerprint: str, es: EvalSet) -> str:
+        e = self.spec.eval
+        flags = {"zs": e.zero_shot, "lp": e.linear_probe, "ece": e.ece}
+        return before_key(self.spec.backbone, fingerprint, es, self.pre, flags, self.spec.seed)
+
+    # ---- 3. build the training state ------------------------------------------------------------
+    def build_state(self) -> None:
+        """The head training starts from, then whatever the method's ``setup`` prepares."""
+        target = self.data.target
+        head = self.method.initial_head(self.spec.method.head_init, from_probe=self._lp_init_head,
+                                        from_prompts=lambda: zs_head(self.zs_w[target.key]))
+        self.st = TrainState(model=self.model, head=head.to(self.device) if head is not None else None,
+                             classnames=target.classnames, templates=tuple(target.info.templates),
+                             tokenizer=self.tokenizer, device=self.device, reference_state=self.opts.reference_state)
+        self.method.setup(self.st)
+        # WiSE-FT interpolates from these
+        self.initial_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        self.initial_head = copy.deepcopy(self.st.head).cpu() if self.st.head is not None else None
+        feats, labels = encode_images(self.model.visual, target.test, target.test_idx, self.pre, device=self.device)
+        self.target_head_before = self.head_acc(feats, labels, self.zs_w[target.key])
+
+    def _lp_init_head(self) -> nn.Linear:
+        # Fitted on the run's own training split, so the starting head does not depend on the
+        # evaluation settings (whether the report's probe runs, or its lp_max_train cap).
+        spec, data = self.spec, self.data
+        key = content_key("lp-init", train_idx=idx_hash(data.train_idx), before=before_key(
+            spec.backbone, self.fingerprint, data.target, self.pre, {"lp_init": True}, spec.seed))
+        return lp_init_head(self.model, data.target, data.train_idx, self.pre, key=key, cache=self.cache,
+                            device=self.device, seed=spec.seed).requires_grad_(True)
+
+    # ---- 4. train -----------------------------------------------------------------------------
+    def train(self) -> None:
+        """One forward/backward on two images, then the training loop."""
+        self._sanity_step()
+        spec, o = self.spec, self.spec.optim
+        self.sink.emit("phase", phase="train", message=f"fine-tuning with {self.method.title} for {self.n_steps} steps")
+        cfg = TrainConfig(total_steps=self.n_steps, batch_size=o.batch_size, micro_batch=o.micro_batch or o.batch_size,
+                          lr=o.lr, weight_decay=o.weight_decay, warmup_steps=o.warmup_steps, grad_clip=o.grad_clip,
+                          precision=self.precision, checkpoint_every=o.checkpoint_every, seed=spec.seed,
+                          freeze_head=spec.method.freeze_head,
+                          curve_steps=curve_steps(self.n_steps, spec.eval.curve_points))
+        trainer = Trainer(self.method, self.st, self.data.train_set, self.data.train_idx, self.pre, cfg,
+                          device=self.device, sink=self.sink, ckpt_root=self.workdir / "checkpoints",
+                          spec_hash=spec.spec_hash(), should_stop=self.should_stop,
+                          on_curve=self.curve_point if spec.eval.curve_points else None,
+                          fault_hook=self.opts.fault_hook)
+        self.trained: TrainResult = trainer.fit(resume=self.opts.resume)
+
+    def _sanity_step(self) -> None:
+        """A broken method or model fails here in seconds, not after the first long evaluation."""
+        self.sink.emit("phase", phase="sanity", message="checking one training step")
+        self.model.eval()
+        images, labels = gather(self.data.train_set, self.data.train_idx[:2])
+        x = self.pre.eval_batch(images)
+        task, reg = self.method.loss(self.st, x.to(self.device), labels.to(self.device), torch.Generator().manual_seed(0))
+        (task + reg).backward()
+        self.model.zero_grad(set_to_none=True)
+        if self.st.head is not None:
+            self.st.head.zero_grad(set_to_none=True)
+
+    def curve_point(self, step: int) -> dict:
+        """A point of the accuracy-vs-step curves (step 0: the before-evaluation's numbers)."""
+        if step == 0:
+            return {"target": self.data.target.key, "target_head_acc": self.target_head_before,
+                    "zs_acc": {k: m["zs_acc"] for k, m in self.before.items()}}
+        return self.measure()
+
+    # ---- scoring the weights as they are now (curves, after, WiSE-FT) ---------------------------
+    def measure(self) -> dict:
+        """Zero-shot accuracy of the current weights on every dataset and the target head's accuracy."""
+        self.model.eval()
+        out: dict = {"target": self.data.target.key, "zs_acc": {}}
+        for es in self.data.all:
+            feats, labels = encode_images(self.model.visual, es.test, es.test_idx, self.pre, device=self.device)
+            w = self.zs_weights_now(es)
+            out["zs_acc"][es.key] = accuracy(ZS_SCALE * feats @ w.t(), labels)
+            if es is self.data.target:
+                out["target_head_acc"] = self.head_acc(feats, labels, w)
+        return out
+
+    def tuned_zs_weights(self, es: EvalSet) -> torch.Tensor | None:
+        """Zero-shot weights from the method's text tower as trained (None: the text tower is unchanged)."""
+        w = self.method.zero_shot_weights(self.st, es.classnames, tuple(es.info.templates))
+        return w.cpu() if w is not None else None
+
+    def zs_weights_now(self, es: EvalSet) -> torch.Tensor:
+        tuned = self.tuned_zs_weights(es)
+        return tuned if tuned is not None else self.zs_w[es.key]
+
+    def head_acc(self, feats: torch.Tensor, labels: torch.Tensor, zs_target: torch.Tensor) -> float:
+        """Accuracy of the run's classifier: its head, or zero-shot weights for a method without one."""
+        if self.st.head is not None:
+            with torch.no_grad():
+                return accuracy(self.st.head(feats.to(self.device)).float().cpu(), labels)
+        return accuracy(ZS_SCALE * feats @ zs_target.t(), labels)
+
+    # ---- 5. evaluate after --------------------------------------------------------------------
+    def evaluate_after(self) -> None:
+        """The fine-tuned model's metrics on every dataset, the target head, earlier stages' heads."""
+        t0 = time.perf_counter()
+        self.sink.emit("phase", phase="after_eval", message="evaluating the fine-tuned model")
+        # a sequence's next stage starts from these very weights: it reuses this evaluation as its before side
+        fingerprint = weights_fingerprint(self.model) if self.opts.cache_after else None
+        self._test_feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.datasets = {es.key: self._evaluate_after_on(es, fingerprint) for es in self.data.all}
+        target = self.data.target
+        self.target_head = {"before": self.target_head_before,
+                            "after": self.head_acc(*self.test_feats(target), self.zs_weights_now(target))}
+        self.carried = {key: self._carried_head_acc(key, state) for key, state in (self.opts.carry_heads or {}).items()}
+        self.eval_s += time.perf_counter() - t0
+
+    def _evaluate_after_on(self, es: EvalSet, fingerprint: str | None) -> dict:
+        tuned = self.tuned_zs_weights(es)
+        m, keep = evaluate_model(self.model, es, self.pre, zs_weights=tuned if tuned is not None else self.zs_w[es.key],
+                                 **self._eval_kw())
+        if fingerprint is not None:
+            remember_before(self.cache, self._before_key(fingerprint, es), m, keep)
+        entry = {"role": "target" if es is self.data.target else "control", "title": es.info.title,
+                 "num_classes": len(es.classnames), "source": es.info.source,
+                 "before": {k: self.before[es.key].get(k) for k in METRIC_KEYS},
+                 "after": {k: m.get(k) for k in METRIC_KEYS}}
+        if tuned is not None:  # how the tuned image tower scores with the original text tower
+            entry["after"]["zs_acc_pretrained_text"] = zs_metrics(*self.test_feats(es), self.zs_w[es.key],
+                                                                  ece=False)["zs_acc"]
+        return entry
+
+    def test_feats(self, es: EvalSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 test embeddings of the fine-tuned model, which heads are scored on; encoded once."""
+        if es.key not in self._test_feats:
+            self._test_feats[es.key] = encode_images(self.model.visual, es.test, es.test_idx, self.pre,
+                                                     device=self.device)
+        return self._test_feats[es.key]
+
+    def _carried_head_acc(self, key: str, state: dict[str, torch.Tensor]) -> float:
+        feats, labels = self.test_feats(next(e for e in self.data.all if e.key == key))
+        head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0]).to(self.device)
+        head.load_state_dict(state)
+        with torch.no_grad():
+            return accuracy(head(feats.to(self.device)).float().cpu(), labels)
+
+    # ---- 6. WiSE-FT ---------------------------------------------------------------------------
+    def wise_ft(self) -> None:
+        """θ_a = (1 − a)·θ_0 + a·θ_ft for every weight (head included), measured per alpha."""
+        alphas = self.spec.eval.wise_ft_alphas
+        self.wise = None
+        if alphas:
+            self.sink.emit("phase", phase="wise_ft", message=f"WiSE-FT sweep over {len(alphas)} alphas")
+            self.wise = self._wise_ft_sweep(alphas)
+
+    @torch.no_grad()
+    def _wise_ft_sweep(self, alphas: tuple[float, ...]) -> dict:
+        model, head, target = self.model, self.st.head, self.data.target.key
+        ft_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        ft_head = copy.deepcopy(head) if head is not None else None
+        out: dict = {"alphas": list(alphas), "target_head_acc": [], "mean_delta_zs_controls": [], "target_zs_acc": []}
+        try:
+            for a in alphas:
+                model.load_state_dict(interpolate(self.initial_state, ft_state, a))
+                if head is not None:
+                    head.load_state_dict(interpolate(self.initial_head.state_dict(), ft_head.state_dict(), a))
+                point = self.measure()
+                out["target_zs_acc"].append(point["zs_acc"][target])
+                out["target_head_acc"].append(point["target_head_acc"])
+                # an unmeasurable zero-shot head (null before) has no change either
+                deltas = [point["zs_acc"][es.key] - self.before[es.key]["zs_acc"] for es in self.data.controls
+                          if self.before[es.key]["zs_acc"] is not None]
+                out["mean_delta_zs_controls"].append(sum(deltas) / len(deltas) if deltas else None)
+        finally:
+            model.load_state_dict(ft_state)
+            if head is not None:
+                head.load_state_dict(ft_head.state_dict())
+        return out
+
+    # ---- 7. write results ---------------------------------------------------------------------
+    def write_results(self) -> dict:
+        """Final weights first, then ``results.json`` (atomically, last: its presence means done)."""
+        results = self.results(self.save_final())
+        validate_results(results)
+        atomic_write_json(self.workdir / "results.json", results)
+        self.sink.emit("phase", phase="done", message="finished")
+        self.sink.emit("done", results="results.json")
+        return results
+
+    def save_final(self) -> dict[str, str]:
+        """``final/model.safetensors`` (and the head): the artefacts, by path relative to the run."""
+        final = self.workdir / "final"
+        final.mkdir(exist_ok=True)
+        save_tensors_atomic(final / "model.safetensors", self.model.state_dict(),
+                            metadata={"backbone": self.spec.backbone, "spec_hash": self.spec.spec_hash()})
+        artifacts = {"checkpoint": "final/model.safetensors"}
+        if self.st.head is not None:
+            save_tensors_atomic(final / "head.safetensors", self.st.head.state_dict(),
+                                metadata={"classnames": "\n".join(self.data.target.classnames)})
+            artifacts["head"] = "final/head.safetensors"
+        return artifacts
+
+    def results(self, artifacts: dict[str, str]) -> dict:
+        """The ``results.json`` document (schema in docs/CONTRACTS.md)."""
+        spec, tr = self.spec, self.trained
+        results = {
+            "schema": SCHEMA, "spec": spec.to_dict(), "spec_hash": spec.spec_hash(), "name": spec.name,
+            "target": self.data.target.key, "method": spec.method.name, "backbone": spec.backbone,
+            "datasets": self.datasets, "target_head_acc": self.target_head,
+            "summary": forgetting_summary(self.datasets, self.target_head),
+            "curves": tr.curves, "wise_ft": self.wise,
+            "training": {"steps": tr.steps, "batch_size": spec.optim.batch_size, "micro_batch": tr.micro_batch,
+                         "accum": tr.accum, "backoffs": tr.backoffs, "final_loss": tr.final_loss,
+                         "resumed_from": tr.resumed_from, "device": str(self.device), "precision": self.precision,
+                         "n_train": len(self.data.train_idx)},
+            "timing": {"total_s": time.perf_counter() - self.t_all, "train_s": tr.seconds, "eval_s": self.eval_s,
+                       "started_at": self.started,
+                       "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            "versions": versions(), "artifacts": artifacts,
+        }
+        if self.opts.carry_heads:
+            results["carried_heads_acc"] = self.carried
+        return results

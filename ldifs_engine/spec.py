@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import SpecError
+from .fields import field_help, param  # noqa: F401 — field_help: the app reads it from here
 from .specio import parse_spec_text, quote
 
 __all__ = ["RunSpec", "DataSpec", "MethodSpec", "OptimSpec", "EvalSpec", "field_help", "parse_spec_text", "quote",
@@ -26,11 +27,7 @@ HEAD_INITS = ("zs", "lp")
 MAX_SEEDS = 10  # repeats of one spec (each is a whole run)
 
 
-def _f(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field carrying the help text and bounds the UI and the validator read."""
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: tuple(default), metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
+_f = param  # a documented field (fields.py); short, as every field of the spec uses it
 
 
 @dataclass(frozen=True)
@@ -379,15 +376,3 @@ _SUBSPECS = {
     (RunSpec, "eval"): EvalSpec,
 }
 
-
-def field_help(cls: type) -> dict[str, dict[str, Any]]:
-    """Field name → {type, default, help, bounds}: what a UI needs to build an input."""
-    out = {}
-    for f in fields(cls):
-        if f.name == "params" or f.name in {"data", "method", "optim", "eval"} and cls is RunSpec:
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-        )
-        out[f.name] = {"type": str(f.type), "default": default, **dict(f.metadata)}
-    return out

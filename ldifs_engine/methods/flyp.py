@@ -5,13 +5,14 @@ from dataclasses import dataclass
 
 from ..lazy import F, torch
 
-from ..spec import _f
+from ..fields import param
+from ..heads import zero_shot_weights
 from .base import Method, TrainState
 
 
 @dataclass(frozen=True)
 class FLYPParams:
-    learn_temperature: bool = _f(True, "Train the CLIP temperature (logit scale), as FLYP intends.")
+    learn_temperature: bool = param(True, "Train the CLIP temperature (logit scale), as FLYP intends.")
 
 
 def clip_contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -31,6 +32,7 @@ class FLYP(Method):
     Params = FLYPParams
     uses_head = False
     trains_text = True
+    needs_caption_tokens = True
 
     @classmethod
     def check(cls, spec) -> list[str]:
@@ -46,6 +48,10 @@ class FLYP(Method):
         if not self.params.learn_temperature:
             named = [(n, p) for n, p in named if not n.endswith("logit_scale")]
         return named
+
+    def zero_shot_weights(self, st, classnames, templates):
+        # the text tower is trained: zero-shot weights come from it as it is now
+        return zero_shot_weights(st.model, st.tokenizer, classnames, templates, device=st.device)
 
     def loss(self, st, images, labels, gen=None):
         tokens = st.extras["caption_tokens"]  # [C, K, ctx]: every class × template

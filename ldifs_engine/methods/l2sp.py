@@ -5,13 +5,13 @@ from dataclasses import dataclass
 
 from ..lazy import torch
 
-from ..spec import _f
+from ..fields import param
 from .base import CEFamily
 
 
 @dataclass(frozen=True)
 class L2SPParams:
-    strength: float = _f(0.5, "a in a·Σ‖w − w0‖² over image-tower weights (a plain sum, no 1/2).", min=0.0, max=1e6)
+    strength: float = param(0.5, "a in a·Σ‖w − w0‖² over image-tower weights (a plain sum, no 1/2).", min=0.0, max=1e6)
 
 
 def l2sp_penalty(named: list[tuple[str, torch.Tensor]], anchor: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..lazy import torch
 
 from ..backbones import reference_embedding, reference_taps
-from ..spec import _f
+from ..fields import param
 from .base import CEFamily
 
 EPS = 1e-10
@@ -15,13 +15,13 @@ EPS = 1e-10
 
 @dataclass(frozen=True)
 class LDIFSParams:
-    alpha: float = _f(10.0, "Weight of the feature-distance term (paper default 10).", min=0.0, max=1e9)
-    normalize: str = _f("tokens", "L2-normalise each tap along tokens (the authors' code, dim 1) or per token over channels.",
+    alpha: float = param(10.0, "Weight of the feature-distance term (paper default 10).", min=0.0, max=1e9)
+    normalize: str = param("tokens", "L2-normalise each tap along tokens (the authors' code, dim 1) or per token over channels.",
                         choices=("tokens", "channels"))
-    taps: str = _f("official", "Which features: official = ln_pre + every L/4 blocks (5 taps); all_blocks = every block.",
+    taps: str = param("official", "Which features: official = ln_pre + every L/4 blocks (5 taps); all_blocks = every block.",
                    choices=("official", "all_blocks"))
-    final_embedding: bool = _f(False, "Also tap the final image embedding (after ln_post and projection) — not in the paper.")
-    reference: str = _f("previous", "Reference tower in a continual sequence (data.sequence): previous = the model at the "
+    final_embedding: bool = param(False, "Also tap the final image embedding (after ln_post and projection) — not in the paper.")
+    reference: str = param("previous", "Reference tower in a continual sequence (data.sequence): previous = the model at the "
                         "start of each stage (the authors' code), pretrained = the original model. One task: the same.",
                         choices=("previous", "pretrained"))
 

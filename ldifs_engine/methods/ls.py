@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..spec import _f
+from ..fields import param
 from .base import CEFamily
 
 
 @dataclass(frozen=True)
 class LSParams:
-    epsilon: float = _f(0.1, "Label smoothing: share of probability spread over the other classes.", min=0.0, max=0.99)
+    epsilon: float = param(0.1, "Label smoothing: share of probability spread over the other classes.", min=0.0, max=0.99)
 
 
 class LabelSmoothing(CEFamily):

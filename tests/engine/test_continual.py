@@ -8,8 +8,8 @@ import pytest
 from ldifs_engine import continual
 from ldifs_engine.errors import SpecError
 from ldifs_engine.events import read_events
+from ldifs_engine.launch import run
 from ldifs_engine.results import results_problems
-from ldifs_engine.runner import run
 from ldifs_engine.spec import RunSpec
 
 from .helpers import tiny_spec
@@ -55,29 +55,26 @@ def test_a_sequence_chains_stages_and_reports_the_matrix(tmp_path):
 def test_finished_stages_are_kept_on_resume(tmp_path, monkeypatch):
     spec = _spec()
     first = run(spec, tmp_path / "seq")
-    from ldifs_engine import runner
 
     def no_training(*a, **k):
         raise AssertionError("a finished stage was run again")
 
-    monkeypatch.setattr(runner, "run_task", no_training)
+    monkeypatch.setattr(continual, "run_task", no_training)
     again = run(spec, tmp_path / "seq", resume=True)
     assert again["continual"]["task_acc"] == first["continual"]["task_acc"]
 
 
 @pytest.mark.parametrize("reference", ["previous", "pretrained"])
 def test_ldifs_reference_is_the_previous_stage_or_the_pretrained_model(tmp_path, monkeypatch, reference):
-    from ldifs_engine import runner
-
     seen = []
-    real = runner.run_task
+    real = continual.run_task
 
     def spy(spec, workdir, **kw):
         seen.append((kw.get("init_state") is not None, kw.get("reference_state") is not None,
                      sorted(kw.get("carry_heads") or {})))
         return real(spec, workdir, **kw)
 
-    monkeypatch.setattr(runner, "run_task", spy)
+    monkeypatch.setattr(continual, "run_task", spy)
     run(_spec(**{"method.params": {"alpha": 10.0, "reference": reference}, "optim.steps": 2}), tmp_path / "r")
     assert seen[0] == (False, False, [])
     assert seen[1] == (True, reference == "pretrained", ["quadrant"])

@@ -5,7 +5,7 @@ import pytest
 
 from ldifs_engine.demo import demo_spec
 from ldifs_engine.errors import SpecError
-from ldifs_engine.runner import run
+from ldifs_engine.launch import run
 
 
 def reduced(method: str):

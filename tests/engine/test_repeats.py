@@ -31,7 +31,7 @@ def test_bad_seeds_name_the_field(bad, words):
 
 
 def test_the_engine_refuses_to_run_a_group_as_one_run(tmp_path):
-    from ldifs_engine.runner import run
+    from ldifs_engine.launch import run
 
     with pytest.raises(SpecError, match="seeds: a spec with seeds is a group of runs"):
         run(RunSpec.from_dict({"optim": {"steps": 5}, "seeds": [0, 1]}), tmp_path)

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 from ldifs_engine.checkpoint import complete_checkpoints
 from ldifs_engine.errors import Cancelled, Diverged, OutOfMemory
 from ldifs_engine.events import read_events
+from ldifs_engine.launch import run
 from ldifs_engine.results import results_problems
-from ldifs_engine.runner import run
 from ldifs_engine.spec import RunSpec
 from ldifs_engine.train import warmup_cosine
 

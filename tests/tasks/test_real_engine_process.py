@@ -12,7 +12,7 @@ import signal
 import pytest
 from safetensors.torch import load_file
 
-from ldifs_engine.runner import run
+from ldifs_engine.launch import run
 from ldifs_engine.spec import RunSpec
 from tasks import api
 from tasks.settings import get_settings
