@@ -98,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from ldifs_engine.__main__ import dispatch
+    from ldifs_engine.cli import dispatch  # the one error policy of every ldifs command
 
-    return dispatch(args, user_errors=(_UsageError, OSError))  # OSError: e.g. the port is taken
+    return dispatch(args, user_errors=(_UsageError,))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,8 @@ import json
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
+from ldifs_engine.cli import dispatch
 from ldifs_engine.errors import SpecError
-from tasks.cli_errors import guarded
 
 
 def _uploads() -> ModuleType:
@@ -141,7 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help, description=help)
         q.add_argument("--user", help="act as this user (default: your OS user name)")
         q.add_argument("--json", action="store_true", help="print machine-readable JSON")
-        q.set_defaults(func=guarded(fn))
+        q.set_defaults(func=fn)
         return q
 
     q = leaf("import", "import a zip of class folders (or with a labels.csv) and print the ingestion report",
@@ -166,8 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dataset …`` on its own (``python -m tasks.cli_datasets dataset list``)."""
     parser = argparse.ArgumentParser(prog="ldifs")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return dispatch(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ldifs_engine.cli import dispatch
 from ldifs_engine.errors import SpecError
-from tasks.cli_errors import guarded
 
 from .store import FINAL, STATES, JobNotFound
 
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = subparsers.add_parser(name, help=help, description=help)
         p.add_argument("--user", default=None, help="act as this user (default: the OS user)")
-        p.set_defaults(func=guarded(func))
+        p.set_defaults(func=func)
         return p
 
     p = add("submit", cmd_submit, "Queue a run from a spec file (YAML or JSON); prints the job id.")
@@ -224,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point (``python -m tasks.cli_jobs``); ``ldifs`` wires ``register`` instead."""
     parser = argparse.ArgumentParser(prog="ldifs", description="LDIFS Studio job commands")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return dispatch(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,14 +18,15 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ldifs_engine import files
+from ldifs_engine.errors import Cancelled, exit_meanings
 from ldifs_engine.files import atomic_write_json
 
-from . import leases, queue, servers
+from . import leases, servers
 from .events import Progress, read_new
 from .ownership import upload_problems
 from .settings import Settings, get_settings
@@ -33,15 +34,8 @@ from .store import CANCELLED, DONE, FAILED, PENDING, JobNotFound, JobStore, Stor
 
 log = logging.getLogger("ldifs.worker")
 
-EXIT_MEANING = {
-    1: "the engine failed with an unexpected error",
-    2: "the run spec or the engine's command line was rejected",
-    3: "stopped on request",
-    4: "training diverged (the loss became NaN or infinite); the last good checkpoint is kept",
-    5: "a model or dataset is unavailable",
-    6: "out of memory even at micro-batch 1",
-    7: "the disk is full (free some space, then resume: the run continues from its last checkpoint)",
-}
+EXIT_MEANING = exit_meanings()  # the engine's exit status → what it means (from its error classes)
+STOPPED = Cancelled.exit_code  # the engine checkpointed and exited on request
 
 # Set while this process's consumer shuts down: running attempts checkpoint and are re-queued.
 SHUTDOWN = threading.Event()
@@ -163,24 +157,39 @@ def stderr_tail(run_dir: Path, n: int = 20) -> list[str]:
         return []
 
 
+def signal_name(signum: int) -> str:
+    """``SIGKILL`` for 9; ``signal 77`` for a number this platform does not name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 # ---- the task ---------------------------------------------------------------------------------
-def run_job(owner: str, job_id: str, attempt: int) -> str:
+Requeue = Callable[..., str]  # (owner, job_id, attempt, *, priority, delay) → the queue's task id
+
+
+def run_job(owner: str, job_id: str, attempt: int, *, requeue: Requeue) -> str:
     """Run attempt ``attempt + 1`` of a job; returns what happened (for logs and tests).
 
     Idempotent on (job, attempt): only the caller whose compare-and-set moves the job to RUNNING
-    starts an engine; every other call returns ``"skipped"``.
+    starts an engine; every other call returns ``"skipped"``. A job that has to run again (deferred,
+    interrupted) is handed to ``requeue`` — the queue passes its own enqueue, so this module does not
+    need to know the queue.
     """
     settings = get_settings()
     # An unreachable job store holds this message (one log line per retry) instead of dropping it.
     store = servers.retrying(lambda: open_store(settings), settings, SHUTDOWN)
     if store is None:
         return "deferred"  # shutting down; the job is still waiting in the store and is re-enqueued later
-    return _Attempt(settings, store, owner, job_id, attempt).execute()
+    return _Attempt(settings, store, owner, job_id, attempt, requeue).execute()
 
 
 class _Attempt:
-    def __init__(self, settings: Settings, store: JobStore, owner: str, job_id: str, attempt: int):
+    def __init__(self, settings: Settings, store: JobStore, owner: str, job_id: str, attempt: int,
+                 requeue: Requeue):
         self.settings, self.store, self.owner, self.job_id, self.attempt = settings, store, owner, job_id, attempt
+        self.requeue = requeue
         self.run = attempt + 1  # the attempts value once claimed
 
     def execute(self) -> str:
@@ -226,8 +235,8 @@ class _Attempt:
 
     def _requeue(self, priority: int, attempt: int | None = None, delay: float | None = None) -> None:
         try:
-            task_id = queue.enqueue_run_job(self.owner, self.job_id, self.attempt if attempt is None else attempt,
-                                            priority=priority, delay=delay)
+            task_id = self.requeue(self.owner, self.job_id, self.attempt if attempt is None else attempt,
+                                   priority=priority, delay=delay)
             self.store.set_task_id(self.owner, self.job_id, task_id)
         except Exception as e:
             message = servers.outage(e, self.settings)
@@ -392,8 +401,8 @@ class _Attempt:
                 return "done"
             self._finish(FAILED, "The engine exited without writing results.json.", code, **fields)
             return "failed"
-        if code == 3 or code < 0:
-            if reason == "user" or (code == 3 and reason is None):
+        if code == STOPPED or code < 0:
+            if reason == "user" or (code == STOPPED and reason is None):
                 self._finish(CANCELLED, f"Stopped at {where}.{kept} Resume to continue.", code, **fields)
                 return "cancelled"
             if reason == "shutdown":
@@ -406,7 +415,7 @@ class _Attempt:
                 msg = f"No progress for {self.settings.heartbeat_stale_s:.0f} s at {where}; the engine was stopped.{kept}"
                 crashed = True
             else:
-                name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+                name = signal_name(-code)
                 msg = f"The engine was killed by {name} at {where} (out of host memory?).{kept}"
                 crashed = True
             return servers.retrying(lambda: self.store.interrupt(

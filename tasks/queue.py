@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
+from . import jobs
 from .settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from huey import Huey
+    from huey.api import TaskWrapper
 
 QUEUE_NAME = "ldifs"
 RUN_JOB = "ldifs.run_job"
 
 _huey: Huey | None = None
 _lock = threading.Lock()
+# the run_job task of each huey made here (what ``enqueue_run_job`` builds messages with)
+_run_job_tasks: weakref.WeakKeyDictionary[Huey, TaskWrapper] = weakref.WeakKeyDictionary()
+_tasks_lock = threading.Lock()
 
 
 def make_huey(settings: Settings, *, immediate: bool = False) -> Huey:
@@ -59,10 +65,16 @@ def make_memory_huey(*, immediate: bool = True) -> Huey:
     return huey
 
 
-def register_tasks(huey: Huey) -> None:
-    from .jobs import run_job
+def run_job(owner: str, job_id: str, attempt: int) -> str:
+    """The queue's one task: an attempt of a job (``jobs.run_job``), re-queued here when it must run again."""
+    return jobs.run_job(owner, job_id, attempt, requeue=enqueue_run_job)
 
-    huey._ldifs_run_job = huey.task(name=RUN_JOB)(run_job)  # type: ignore[attr-defined]
+
+def register_tasks(huey: Huey) -> None:
+    """Register the job task on ``huey`` (a consumer decodes messages by the task's name)."""
+    with _tasks_lock:
+        if huey not in _run_job_tasks:
+            _run_job_tasks[huey] = huey.task(name=RUN_JOB)(run_job)
 
 
 def get_huey() -> Huey:
@@ -93,7 +105,8 @@ def enqueue_run_job(owner: str, job_id: str, attempt: int, *, priority: int = 0,
                     delay: float | None = None) -> str:
     """Queue ``run_job(owner, job_id, attempt)``; returns the huey task id (for revoke)."""
     huey = get_huey()
-    task = huey._ldifs_run_job.s(owner, job_id, attempt, priority=priority, delay=delay)  # type: ignore[attr-defined]
+    register_tasks(huey)  # a huey handed to set_huey may come from elsewhere
+    task = _run_job_tasks[huey].s(owner, job_id, attempt, priority=priority, delay=delay)
     huey.enqueue(task)
     return task.id
 

@@ -4,54 +4,50 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 
 from ldifs_engine.errors import SpecError
 
 
-def _int(name: str, default: int, minimum: int = 0) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SpecError(f"{name}: expected a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise SpecError(f"{name}: must be >= {minimum}, got {value}")
-    return value
+class _Env:
+    """Typed look-ups in one mapping of variables; a bad value names its variable and what is allowed."""
 
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
 
-def _float(name: str, default: float, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SpecError(f"{name}: expected a number, got {raw!r}") from None
-    if value < minimum:
-        raise SpecError(f"{name}: must be >= {minimum}, got {value}")
-    return value
+    def text(self, name: str) -> str:
+        return (self.env.get(name) or "").strip()
 
+    def number(self, name: str, kind: type[int] | type[float], default: float, minimum: float) -> float:
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise SpecError(f"{name}: expected {what}, got {raw!r}") from None
+        if value < minimum:
+            raise SpecError(f"{name}: must be >= {minimum}, got {value}")
+        return value
 
-def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
-    raw = os.environ.get(name, "").strip().lower() or default
-    if raw not in allowed:
-        raise SpecError(f"{name}: {raw!r} is not allowed; choose one of: {', '.join(allowed)}")
-    return raw
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        raw = self.text(name).lower() or default
+        if raw not in allowed:
+            raise SpecError(f"{name}: {raw!r} is not allowed; choose one of: {', '.join(allowed)}")
+        return raw
 
-
-def _argv(name: str) -> tuple[str, ...]:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return ()
-    try:
-        return tuple(shlex.split(raw))
-    except ValueError as e:
-        raise SpecError(f"{name}: not a valid command line ({e})") from None
+    def argv(self, name: str) -> tuple[str, ...]:
+        raw = self.text(name)
+        if not raw:
+            return ()
+        try:
+            return tuple(shlex.split(raw))
+        except ValueError as e:
+            raise SpecError(f"{name}: not a valid command line ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -139,56 +135,55 @@ class Settings:
         return self
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Read ``LDIFS_*`` variables (see README) into a validated ``Settings``."""
-    env = os.environ if env is None else env
-    saved = dict(os.environ)
-    try:
-        if env is not os.environ:
-            os.environ.clear()
-            os.environ.update(env)
-        home = Path(os.environ.get("LDIFS_HOME") or Path.home() / ".ldifs-studio").expanduser().resolve()
-        gpu_ids = tuple(x.strip() for x in os.environ.get("LDIFS_GPU_IDS", "").split(",") if x.strip())
-        queue_url = os.environ.get("LDIFS_QUEUE_URL", "").strip()
-        if queue_url and not queue_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SpecError(f"LDIFS_QUEUE_URL: expected redis://host:port/db (or unset for SQLite), got {queue_url!r}")
-        db_url = os.environ.get("LDIFS_DB_URL", "").strip()
-        if db_url and not db_url.startswith(("postgresql://", "postgres://")):
-            raise SpecError("LDIFS_DB_URL: expected postgresql://user:password@host:port/dbname (or unset for SQLite)")
-        shared = os.environ.get("LDIFS_SHARED_DIR", "").strip()
-        return Settings(
-            home=home,
-            queue_url=queue_url,
-            workers=_int("LDIFS_WORKERS", len(gpu_ids) or 1, 1),
-            gpu_ids=gpu_ids,
-            heartbeat_stale_s=_float("LDIFS_HEARTBEAT_STALE_S", 60.0, 0.1),
-            max_attempts=_int("LDIFS_MAX_ATTEMPTS", 3, 1),
-            kill_grace_s=_float("LDIFS_KILL_GRACE_S", 10.0, 0.0),
-            max_queued_per_user=_int("LDIFS_MAX_QUEUED_PER_USER", 20, 1),
-            max_running_per_user=_int("LDIFS_MAX_RUNNING_PER_USER", 2, 1),
-            upload_max_bytes=_int("LDIFS_UPLOAD_MAX_BYTES", 500 * 1024**2, 1),
-            upload_max_members=_int("LDIFS_UPLOAD_MAX_MEMBERS", 50_000, 1),
-            upload_max_pixels=_int("LDIFS_UPLOAD_MAX_PIXELS", 4096 * 4096, 1),
-            upload_min_per_class=_int("LDIFS_UPLOAD_MIN_PER_CLASS", 5, 1),
-            upload_max_classes=_int("LDIFS_UPLOAD_MAX_CLASSES", 1000, 2),
-            user_storage_quota_bytes=_int("LDIFS_USER_STORAGE_QUOTA_BYTES", 2 * 1024**3, 1),
-            engine_cmd=_argv("LDIFS_ENGINE_CMD"),
-            poll_s=_float("LDIFS_POLL_S", 0.5, 0.01),
-            reaper_interval_s=_float("LDIFS_REAPER_INTERVAL_S", 30.0, 0.05),
-            stop_timeout_s=_float("LDIFS_STOP_TIMEOUT_S", 300.0, 0.0),
-            queue_poll_max_s=_float("LDIFS_QUEUE_POLL_MAX_S", 2.0, 0.01),
-            queue_secret=os.environ.get("LDIFS_QUEUE_SECRET", ""),
-            cache_size_limit_bytes=_int("LDIFS_CACHE_SIZE_LIMIT_BYTES", 4 * 1024**3, 1024**2),
-            log_tail_lines=_int("LDIFS_LOG_TAIL_LINES", 40, 1),
-            engine_nice=min(19, _int("LDIFS_ENGINE_NICE", 10, 0)),
-            db_journal_mode=_choice("LDIFS_DB_JOURNAL", "wal", ("wal", "delete")),
-            db_url=db_url,
-            shared_dir=Path(shared).expanduser().resolve() if shared else None,
-        )
-    finally:
-        if env is not os.environ:
-            os.environ.clear()
-            os.environ.update(saved)
+# Numeric settings: field → (variable, type, smallest allowed value); defaults are the fields' own.
+NUMBERS: dict[str, tuple[str, type[int] | type[float], float]] = {
+    "heartbeat_stale_s": ("LDIFS_HEARTBEAT_STALE_S", float, 0.1),
+    "max_attempts": ("LDIFS_MAX_ATTEMPTS", int, 1),
+    "kill_grace_s": ("LDIFS_KILL_GRACE_S", float, 0.0),
+    "max_queued_per_user": ("LDIFS_MAX_QUEUED_PER_USER", int, 1),
+    "max_running_per_user": ("LDIFS_MAX_RUNNING_PER_USER", int, 1),
+    "upload_max_bytes": ("LDIFS_UPLOAD_MAX_BYTES", int, 1),
+    "upload_max_members": ("LDIFS_UPLOAD_MAX_MEMBERS", int, 1),
+    "upload_max_pixels": ("LDIFS_UPLOAD_MAX_PIXELS", int, 1),
+    "upload_min_per_class": ("LDIFS_UPLOAD_MIN_PER_CLASS", int, 1),
+    "upload_max_classes": ("LDIFS_UPLOAD_MAX_CLASSES", int, 2),
+    "user_storage_quota_bytes": ("LDIFS_USER_STORAGE_QUOTA_BYTES", int, 1),
+    "poll_s": ("LDIFS_POLL_S", float, 0.01),
+    "reaper_interval_s": ("LDIFS_REAPER_INTERVAL_S", float, 0.05),
+    "stop_timeout_s": ("LDIFS_STOP_TIMEOUT_S", float, 0.0),
+    "queue_poll_max_s": ("LDIFS_QUEUE_POLL_MAX_S", float, 0.01),
+    "cache_size_limit_bytes": ("LDIFS_CACHE_SIZE_LIMIT_BYTES", int, 1024**2),
+    "log_tail_lines": ("LDIFS_LOG_TAIL_LINES", int, 1),
+}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read ``LDIFS_*`` variables (see README) from ``env`` (default: this process's environment) into a
+    validated ``Settings``; an unset or empty variable keeps the field's default."""
+    e = _Env(os.environ if env is None else env)
+    defaults = {f.name: f.default for f in fields(Settings)}
+    home = Path(e.text("LDIFS_HOME") or Path.home() / ".ldifs-studio").expanduser().resolve()
+    gpu_ids = tuple(x.strip() for x in e.text("LDIFS_GPU_IDS").split(",") if x.strip())
+    queue_url = e.text("LDIFS_QUEUE_URL")
+    if queue_url and not queue_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SpecError(f"LDIFS_QUEUE_URL: expected redis://host:port/db (or unset for SQLite), got {queue_url!r}")
+    db_url = e.text("LDIFS_DB_URL")
+    if db_url and not db_url.startswith(("postgresql://", "postgres://")):
+        raise SpecError("LDIFS_DB_URL: expected postgresql://user:password@host:port/dbname (or unset for SQLite)")
+    shared = e.text("LDIFS_SHARED_DIR")
+    return Settings(
+        home=home,
+        queue_url=queue_url,
+        workers=int(e.number("LDIFS_WORKERS", int, len(gpu_ids) or 1, 1)),
+        gpu_ids=gpu_ids,
+        engine_cmd=e.argv("LDIFS_ENGINE_CMD"),
+        queue_secret=e.env.get("LDIFS_QUEUE_SECRET", ""),  # verbatim: a secret
+        engine_nice=min(19, int(e.number("LDIFS_ENGINE_NICE", int, defaults["engine_nice"], 0))),
+        db_journal_mode=e.choice("LDIFS_DB_JOURNAL", defaults["db_journal_mode"], ("wal", "delete")),
+        db_url=db_url,
+        shared_dir=Path(shared).expanduser().resolve() if shared else None,
+        **{name: e.number(var, kind, defaults[name], minimum) for name, (var, kind, minimum) in NUMBERS.items()},
+    )
 
 
 @lru_cache(maxsize=1)

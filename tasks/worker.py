@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 
-from huey.consumer import Consumer
+from huey.consumer import Consumer, ConsumerStopped
 
 from . import jobs, queue, reaper, servers
 from .settings import Settings, get_settings
@@ -25,17 +26,12 @@ log = logging.getLogger("ldifs.worker")
 
 
 class JobConsumer(Consumer):
-    """A huey consumer whose stop first asks running engines to checkpoint, and which can live in a
-    non-main thread (Python only lets the main thread install signal handlers)."""
+    """A huey consumer whose stop first asks running engines to checkpoint, and whose workers wait out an
+    unreachable queue (``servers.consumer_classes``)."""
 
-    def __init__(self, huey, *, install_signals: bool = True, settings: Settings | None = None, **options):
-        self._install_signals = install_signals
+    def __init__(self, huey, *, settings: Settings | None = None, **options):
         self.worker_class, self.scheduler_class = servers.consumer_classes(settings or get_settings())
         super().__init__(huey, **options)
-
-    def _set_signal_handlers(self) -> None:
-        if self._install_signals and threading.current_thread() is threading.main_thread():
-            super()._set_signal_handlers()
 
     def stop(self, graceful: bool = False) -> None:
         jobs.begin_shutdown(fast=not graceful)
@@ -43,14 +39,15 @@ class JobConsumer(Consumer):
         super().stop(graceful=True)
 
 
-def _consumer(settings: Settings, workers: int | None, install_signals: bool) -> JobConsumer:
+def _consumer(settings: Settings, workers: int | None) -> JobConsumer:
     huey = queue.get_huey()
+    queue.register_tasks(huey)
     if huey.immediate:
         raise RuntimeError("the job queue is in immediate mode; a consumer cannot run")
     return JobConsumer(
         huey, workers=workers or settings.workers, worker_type="thread", periodic=False,
         initial_delay=min(0.1, settings.queue_poll_max_s), backoff=1.5, max_delay=settings.queue_poll_max_s,
-        flush_locks=True, install_signals=install_signals, settings=settings)
+        flush_locks=True, settings=settings)
 
 
 def _recover_at_start(settings: Settings) -> None:
@@ -73,13 +70,13 @@ def run_consumer(workers: int | None = None, *, settings: Settings | None = None
         log.info("worker: stopped while waiting for the servers")
         return
     servers.check_runs_volume(settings)  # refuses to start (one line) unless the shared runs folder is visible
-    consumer = _consumer(settings, workers, install_signals=True)
+    consumer = _consumer(settings, workers)
     log.info("worker: %d slot(s), GPUs %s, queue %s", consumer.workers, ", ".join(settings.gpu_ids) or "auto",
              settings.queue_url or settings.queue_path)
     _recover_at_start(settings)
     periodic = reaper.Reaper(settings).start()
     try:
-        consumer.run()
+        consumer.run()  # the process's entry point: huey's SIGINT / SIGTERM handlers are installed here
     finally:
         periodic.stop()
 
@@ -98,9 +95,23 @@ class EmbeddedConsumer:
                 return
             _recover_at_start(self.settings)
             self._reaper.start()
-            self.consumer.run()
+            self._serve()
         except Exception:
             log.exception("embedded job consumer stopped with an error")
+
+    def _serve(self) -> None:
+        """``Consumer.run()`` without its signal handlers: the host program's process owns its signals
+        (and only the main thread could install any). Returns once the consumer is stopped."""
+        c = self.consumer
+        c.scheduler.start()
+        for _, worker in c.worker_threads:
+            worker.start()
+        health_check_ts = time.monotonic()
+        while True:
+            try:
+                health_check_ts = c.loop(health_check_ts)
+            except ConsumerStopped:
+                return
 
     @property
     def running(self) -> bool:
@@ -118,7 +129,7 @@ def start_embedded_consumer(workers: int | None = None, *, settings: Settings | 
     settings = settings or get_settings()
     open_store(settings)  # a damaged job store stops the start with its one line, not the thread silently
     jobs.reset_shutdown()
-    handle = EmbeddedConsumer(_consumer(settings, workers, install_signals=False), settings)
+    handle = EmbeddedConsumer(_consumer(settings, workers), settings)
     handle._thread.start()
     return handle
 

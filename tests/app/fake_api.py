@@ -14,50 +14,23 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ldifs_engine.errors import LdifsError, SpecError
+from ldifs_engine.errors import SpecError
+from tasks.api import InvalidState, JobNotFound, JobView
 
 from . import samples
 
 
-class JobNotFound(LdifsError):
-    pass
-
-
-class InvalidState(LdifsError):
-    pass
-
-
-@dataclass(frozen=True)
-class JobView:
-    id: str
-    owner: str
-    state: str
-    spec: dict
-    spec_hash: str
-    title: str
-    method: str
-    target: str
-    priority: int = 0
-    created_at: float = 0.0
-    started_at: float | None = None
-    finished_at: float | None = None
-    attempts: int = 0
-    heartbeat_at: float | None = None
-    step: int = 0
-    total_steps: int | None = None
-    eta_s: float | None = None
-    samples_per_s: float | None = None
-    checkpoint_step: int | None = None
-    message: str = ""
-    backoffs: list = field(default_factory=list)
-    result_path: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# The very classes of ``tasks.api``: tests/app/test_fake_api.py checks that this stand-in keeps its names
+# and signatures.
+def job_view(**fields: Any) -> JobView:
+    """A ``tasks.api.JobView`` with the fields a fresh job has, overridden by ``fields``."""
+    fresh = dict(priority=0, created_at=0.0, started_at=None, finished_at=None, attempts=0, heartbeat_at=None,
+                 step=0, total_steps=None, eta_s=None, samples_per_s=None, checkpoint_step=None, message="")
+    return JobView(**{**fresh, **fields})
 
 
 _BACKBONES = [
@@ -112,7 +85,7 @@ class FakeApi:
         now = time.time()
         method, target = spec.get("method", {}).get("name", "ce"), spec.get("data", {}).get("target")
         title = spec.get("name") or f"{method} on {target}"
-        self.jobs[jid] = JobView(id=jid, owner=user, state="QUEUED", spec=spec, spec_hash="0" * 64, title=title,
+        self.jobs[jid] = job_view(id=jid, owner=user, state="QUEUED", spec=spec, spec_hash="0" * 64, title=title,
                                  method=spec.get("method", {}).get("name", "ce"),
                                  target=spec.get("data", {}).get("target", "quadrant"), priority=priority,
                                  created_at=now, total_steps=self.total_steps)
@@ -277,7 +250,7 @@ class FakeApi:
         return p
 
     # ---- datasets ----
-    def import_dataset(self, user: str, zip_path: Any, name: str | None = None) -> dict:
+    def import_dataset(self, user: str, zip_path: Any, name: str | None = None, **kwargs: Any) -> dict:
         key = "upload:" + uuid.uuid4().hex
         entry = {"key": key, "title": name or "my dataset", "num_classes": 2, "source": "upload",
                  "available": True, "classnames": ["cat", "dog"], "templates": ["a photo of a {}."],
@@ -285,16 +258,17 @@ class FakeApi:
         self.uploads.setdefault(user, []).append(entry)
         return {"key": key, "title": entry["title"], "classes": 2, "images": 10, "skipped": [], "warnings": []}
 
-    def list_user_datasets(self, user: str) -> list[dict]:
+    def list_user_datasets(self, user: str, **kwargs: Any) -> list[dict]:
         return copy.deepcopy(self.uploads.get(user, []))
 
-    def show_dataset(self, user: str, key: str) -> dict:
+    def show_dataset(self, user: str, key: str, **kwargs: Any) -> dict:
         for d in self.catalog_datasets(user):
             if d["key"] == key:
                 return {**d, "classnames": d.get("classnames", ["a", "b"]), "templates": d.get("templates", ["{}"])}
         raise SpecError(f"dataset: unknown dataset {key!r}")
 
-    def update_dataset(self, user: str, key: str, classnames=None, templates=None) -> dict:
+    def update_dataset(self, user: str, key: str, classnames: list[str] | None = None,
+                       templates: list[str] | None = None, **kwargs: Any) -> dict:
         for d in self.uploads.get(user, []):
             if d["key"] == key:
                 if classnames is not None:

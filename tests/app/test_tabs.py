@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from app.tabs import compare, datasets, jobs, new_run, report
 
-from .fake_api import FakeApi, JobView
+from .fake_api import FakeApi, job_view
 from .samples import HOSTILE, hostile_results, results
 
 
 def _job(**over):
     base = dict(id="abc123", owner="u", state="RUNNING", spec={}, spec_hash="0", title=HOSTILE, method="ldifs",
                 target="quadrant", step=30, total_steps=60, eta_s=75.0, created_at=1.7e9)
-    return JobView(**{**base, **over})
+    return job_view(**{**base, **over})
 
 
 def test_job_table_shows_titles_as_plain_cells():

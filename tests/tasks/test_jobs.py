@@ -93,7 +93,7 @@ def test_one_job_per_gpu_slot(home, monkeypatch):
 def test_run_job_is_idempotent_under_concurrent_calls(manual):
     job_id = api.submit("alice", spec(steps=4))
     outcomes = []
-    threads = [threading.Thread(target=lambda: outcomes.append(jobs.run_job("alice", job_id, 0))) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: outcomes.append(queue.run_job("alice", job_id, 0))) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -101,7 +101,7 @@ def test_run_job_is_idempotent_under_concurrent_calls(manual):
     assert sorted(outcomes) == ["done", "skipped"]
     assert len(events(job_id, "start")) == 1
     assert api.get_job("alice", job_id).attempts == 1
-    assert jobs.run_job("alice", job_id, 0) == "skipped"  # a late duplicate message
+    assert queue.run_job("alice", job_id, 0) == "skipped"  # a late duplicate message
 
 
 def test_oom_backoffs_are_recorded_and_the_run_finishes(immediate, monkeypatch):
@@ -165,7 +165,7 @@ def test_cancel_a_queued_job_revokes_it(manual):
 def test_run_job_rechecks_the_state_when_the_revoke_was_missed(manual):
     job_id = api.submit("alice", spec())
     api.cancel("alice", job_id)
-    assert jobs.run_job("alice", job_id, 0) == "skipped"
+    assert queue.run_job("alice", job_id, 0) == "skipped"
     assert events(job_id) == []
 
 
@@ -242,7 +242,7 @@ def test_running_quota_defers_the_job(manual, monkeypatch):
     first, second = api.submit("alice", spec()), api.submit("alice", spec())
     store = open_store(get_settings())
     store.claim("alice", first, 0, max_running=1, host="h", worker_pid=1)
-    assert jobs.run_job("alice", second, 0) == "deferred"
+    assert queue.run_job("alice", second, 0) == "deferred"
     assert api.get_job("alice", second).state == QUEUED
     later = [t for t in queue.get_huey().pending() if t.args == ("alice", second, 0) and t.eta is not None]
     assert len(later) == 1  # retried after a delay
