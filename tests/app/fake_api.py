@@ -151,6 +151,13 @@ class FakeApi:
         self.jobs[job_id] = j
         return j
 
+    def group_results(self, user: str, group: str) -> dict[str, Any]:
+        views = [self._advance(j) for j in self.jobs.values() if j.owner == user and j.group == group]
+        jobs = [{"id": v.id, "seed": v.spec.get("seed"), "state": v.state, "title": v.title,
+                 "results": self.get_results(user, v.id) if v.state == "DONE" else None} for v in views]
+        done = [j["results"] for j in jobs if j["results"] is not None]
+        return {"group": group, "jobs": jobs, "n_done": len(done), "n_total": len(jobs), "aggregate": None}
+
     def job_metrics(self, user: str, job_id: str, *, after_step: int = 0) -> list[dict]:
         j = self._own(user, job_id)
         out = []
