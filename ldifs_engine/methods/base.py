@@ -26,7 +26,7 @@ class TrainState:
     classnames: tuple[str, ...] = ()
     templates: tuple[str, ...] = ()
     tokenizer: Any = None
-    device: torch.device = torch.device("cpu")
+    device: Any = "cpu"  # a torch.device or its name
     # weights of the reference model when it is not the starting one (a continual stage with
     # LDIFS reference "pretrained"); None = the model as it starts
     reference_state: dict[str, torch.Tensor] | None = None

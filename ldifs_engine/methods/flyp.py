@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from ..lazy import F, torch
 
 from ..fields import param
-from ..heads import zero_shot_weights
 from .base import Method, TrainState
 
 
@@ -50,6 +49,8 @@ class FLYP(Method):
         return named
 
     def zero_shot_weights(self, st, classnames, templates):
+        from ..heads import zero_shot_weights  # torch-heavy; the method registry must stay light to import
+
         # the text tower is trained: zero-shot weights come from it as it is now
         return zero_shot_weights(st.model, st.tokenizer, classnames, templates, device=st.device)
 
