@@ -205,3 +205,19 @@ def test_disk_full_in_the_worker_itself_fails_the_job_promptly(immediate, monkey
     view = api.get_job("alice", job)
     assert view.state == FAILED and view.message.startswith("disk full") and "MB free" in view.message
     monkeypatch.setattr(jobs.subprocess, "Popen", real_popen)
+
+
+def test_ldifs_submit_answers_hostile_specs_fast_with_exit_2(manual, tmp_path, capsys):
+    import time
+
+    from tests.engine.test_specio import HOSTILE
+
+    for name in ("alias bomb 9x9", "deep flow nesting", "deep JSON"):
+        path = tmp_path / "hostile.yaml"
+        path.write_text(HOSTILE[name], encoding="utf-8")
+        t0 = time.perf_counter()
+        assert cli_jobs.main(["submit", str(path), "--user", "bob"]) == 2
+        assert time.perf_counter() - t0 < 1.0, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: spec") and len(err) < 200 and "\n" not in err
+    assert api.list_jobs("bob") == []
