@@ -30,9 +30,10 @@ from torch import nn
 
 from . import __version__
 from .backbones import get_tokenizer, load_backbone, preprocess_cfg, weights_fingerprint
-from .cache import ByteCache, DirCache, NullCache, content_key
+from .cache import ByteCache, DiskStore, NullCache, content_key, size_limit_from_env
 from .checkpoint import atomic_write_json, latest_checkpoint, save_tensors_atomic
 from .data import DataContext, resolve_dataset
+from .data.cache_tensors import attach_eval_cache, content_stamp
 from .data.splits import seeded_split
 from .errors import Cancelled, DatasetUnavailable, LdifsError
 from .evaluate import (EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model, gather,
@@ -59,10 +60,11 @@ def default_data_root() -> Path:
 
 
 def default_cache() -> ByteCache:
+    """The engine's store (``$LDIFS_CACHE_DIR``, else ``$LDIFS_HOME/cache/engine``; ``off`` = none)."""
     root = os.environ.get("LDIFS_CACHE_DIR")
     if root == "off":
         return NullCache()
-    return DirCache(Path(root) if root else default_home() / "cache" / "engine")
+    return DiskStore(Path(root) if root else default_home() / "cache" / "engine", size_limit=size_limit_from_env())
 
 
 def pick_device() -> torch.device:
@@ -89,7 +91,7 @@ class Prepared:
         return [self.target, *self.controls]
 
 
-def prepare_data(spec: RunSpec, ctx: DataContext) -> Prepared:
+def prepare_data(spec: RunSpec, ctx: DataContext, cache: ByteCache | None = None) -> Prepared:
     """Load every dataset of the spec; the target's train split loses a seeded validation share."""
     sets = []
     for key in spec.datasets:
@@ -101,6 +103,11 @@ def prepare_data(spec: RunSpec, ctx: DataContext) -> Prepared:
         test_idx = subset_indices(len(test), spec.data.max_eval_samples, spec.seed + 11)
         train_idx = subset_indices(len(train), spec.eval.lp_max_train, spec.seed + 13) if train is not None else None
         sets.append(EvalSet(key, info, test, test_idx, train, train_idx))
+        if cache is not None:  # evaluation reads preprocessed tensors from the store after the first pass
+            stamp = content_stamp(info, ctx)
+            attach_eval_cache(test, info, "test", ctx, cache, stamp=stamp, workers=spec.data.num_workers)
+            if train is not None:
+                attach_eval_cache(train, info, "train", ctx, cache, stamp=stamp, workers=spec.data.num_workers)
     target = sets[0]
     tr, _val = seeded_split(len(target.train), spec.data.val_fraction, spec.seed)
     tr = torch.as_tensor(tr, dtype=torch.long)
@@ -233,7 +240,7 @@ class TaskRecipe:
         self.tokenizer = get_tokenizer(spec.backbone)
         self.pre = Preprocessor(preprocess_cfg(self.model))
         self.data = prepare_data(spec, DataContext(Path(opts.data_root) if opts.data_root else default_data_root(),
-                                                   download=opts.download))
+                                                   download=opts.download), self.cache)
         self.n_steps = total_steps(spec, len(self.data.train_idx))
         self.sink.emit("start", total_steps=self.n_steps, resumed_from=self._resumable_step(), pid=os.getpid(),
                        device=str(self.device))

@@ -13,7 +13,6 @@ import torch
 from PIL import Image
 
 from ldifs_engine.data import DATASETS, DataContext, local_sets, resolve_dataset
-from ldifs_engine.data.cache_tensors import SUBDIR, cached_eval_tensors, resize_center_crop
 from ldifs_engine.data.ingest import IngestLimits, ingest_zip
 from ldifs_engine.data.manifest import (
     clear_overrides,
@@ -280,45 +279,3 @@ def test_unknown_key_is_a_spec_error(tmp_path):
         resolve_dataset("nope", DataContext(root=tmp_path))
 
 
-# --- cached evaluation tensors ------------------------------------------------------------------------
-
-def test_resize_center_crop_shapes():
-    img = torch.randint(0, 255, (3, 30, 60), dtype=torch.uint8)
-    out = resize_center_crop(img, 16)
-    assert out.dtype == torch.uint8 and tuple(out.shape) == (3, 16, 16)
-
-
-def test_cached_eval_tensors_round_trip(tmp_path, monkeypatch):
-    key = _upload(tmp_path, n=6)
-    ctx = DataContext(root=tmp_path)
-    info = resolve_dataset(key, ctx)
-    images, labels = cached_eval_tensors(info, "train", ctx, 8, tmp_path / "cache", workers=1)
-    assert images.dtype == torch.uint8 and tuple(images.shape) == (10, 3, 8, 8)
-    assert labels.tolist() == info.load("train", ctx).labels().tolist()
-    files = list((tmp_path / "cache" / SUBDIR).glob("*.safetensors"))
-    assert len(files) == 1 and not list((tmp_path / "cache" / SUBDIR).glob(".tmp-*"))
-
-    def no_decoding(*a, **k):
-        raise AssertionError("served from cache: nothing may be decoded")
-
-    monkeypatch.setattr("ldifs_engine.data.images.decode_image_file", no_decoding)
-    again, labels2 = cached_eval_tensors(info, "train", ctx, 8, tmp_path / "cache")
-    assert torch.equal(again, images) and torch.equal(labels2, labels)
-    monkeypatch.undo()
-    sub, _ = cached_eval_tensors(info, "train", ctx, 8, tmp_path / "cache", max_samples=4, workers=2)
-    assert len(sub) == 4 and len(list((tmp_path / "cache" / SUBDIR).glob("*.safetensors"))) == 2
-    files[0].write_bytes(b"damaged")
-    rebuilt, _ = cached_eval_tensors(info, "train", ctx, 8, tmp_path / "cache", workers=1)
-    assert torch.equal(rebuilt, images)
-
-
-def test_cache_file_is_safetensors_not_pickle(tmp_path):
-    key = _upload(tmp_path)
-    ctx = DataContext(root=tmp_path)
-    cached_eval_tensors(resolve_dataset(key, ctx), "test", ctx, 4, tmp_path / "c", workers=1)
-    (f,) = (tmp_path / "c" / SUBDIR).glob("*.safetensors")
-    header_len = int.from_bytes(f.read_bytes()[:8], "little")
-    header = json.loads(f.read_bytes()[8:8 + header_len])
-    assert set(header) == {"__metadata__", "images", "labels"}
-    assert json.loads(header["__metadata__"]["inputs"])["dataset"] == key
-    assert os.path.getsize(f) < 10_000

@@ -128,9 +128,9 @@ def test_warmup_then_cosine():
 
 
 def test_results_contract_and_before_cache(tmp_path, monkeypatch):
-    from ldifs_engine.cache import DirCache
+    from ldifs_engine.cache import DiskStore
 
-    cache = DirCache(tmp_path / "cache")
+    cache = DiskStore(tmp_path / "cache")
     spec = RunSpec.from_dict(tiny_spec(**{"eval.wise_ft_alphas": [0.0, 1.0]}))
     r = run(spec, tmp_path / "r1", cache=cache)
     assert results_problems(r) == []
@@ -159,7 +159,7 @@ def test_lp_init_head_is_fitted_on_the_training_split_once_and_ignores_eval_sett
     """LP-FT: the starting head is a probe of the pre-trained features on the run's training split —
     the same whether or not the report's probe runs — and it is cached like the rest of the before side."""
     from ldifs_engine import evaluate
-    from ldifs_engine.cache import DirCache
+    from ldifs_engine.cache import DiskStore
 
     calls = []
     real_fit = evaluate.fit_linear_probe
@@ -169,7 +169,7 @@ def test_lp_init_head_is_fitted_on_the_training_split_once_and_ignores_eval_sett
         return real_fit(feats, labels, num_classes, **kw)
 
     monkeypatch.setattr(evaluate, "fit_linear_probe", spy)
-    cache = DirCache(tmp_path / "cache")
+    cache = DiskStore(tmp_path / "cache")
     base = {"method.name": "ce", "method.params": {}, "method.head_init": "lp", "optim.steps": 2}
     a = run(_spec(**base), tmp_path / "a", cache=cache)
     assert len(calls) == 1 and calls[0] > 64  # the whole training split, not the report's capped probe set

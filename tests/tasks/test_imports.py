@@ -16,7 +16,7 @@ torch.cuda.is_available = boom
 torch.cuda.init = boom
 torch.cuda.device_count = boom
 torch.cuda._lazy_init = boom
-import tasks, tasks.api, tasks.store, tasks.queue, tasks.jobs, tasks.reaper, tasks.worker, tasks.cache
+import tasks, tasks.api, tasks.store, tasks.queue, tasks.jobs, tasks.reaper, tasks.worker
 import tasks.cli_jobs, tasks.events, tasks.leases
 print("ok")
 """
