@@ -11,7 +11,7 @@ import pytest
 from ldifs_engine.checkpoint import complete_checkpoints, load_checkpoint
 from ldifs_engine.errors import Cancelled, InvalidCheckpoint
 from ldifs_engine.events import read_events
-from ldifs_engine.runner import run
+from ldifs_engine.launch import run
 from ldifs_engine.spec import RunSpec
 
 from .helpers import tiny_spec

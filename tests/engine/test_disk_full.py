@@ -9,7 +9,7 @@ import torch
 
 from ldifs_engine.checkpoint import complete_checkpoints
 from ldifs_engine.errors import DiskFull
-from ldifs_engine.runner import run
+from ldifs_engine.launch import run
 from ldifs_engine.spec import RunSpec
 
 from .helpers import tiny_spec
