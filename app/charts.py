@@ -9,19 +9,20 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import text
+from . import story, text
 from .text import html_escape
 
-BEFORE = "#9aa0a6"
-BETTER = "#1a9850"
-WORSE = "#d73027"
-NEUTRAL = "#7f7f7f"
+BEFORE = "#6b7280"  # hollow grey circle: ≥ 4.5:1 on white
+BETTER = "#1a7f37"
+WORSE = "#c62828"
+SAME = "#1d4ed8"  # "after" with no change: still a filled, coloured dot (never the grey of "before")
+NEUTRAL = "#595959"
 TARGET = "#3366cc"
 # Okabe–Ito + Tableau mix: distinguishable, colour-blind friendly for the first eight.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
@@ -42,13 +43,25 @@ def _pctv(x: Any) -> float | None:
 
 def _layout(fig: go.Figure, title: str, height: int, **kw: Any) -> go.Figure:
     base: dict[str, Any] = dict(
-        title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16)),
-        template="plotly_white", height=height, font=_FONT, margin=dict(l=10, r=20, t=60, b=40),
-        hoverlabel=dict(font_size=12), legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0,
-                                                   xanchor="right"),
+        title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16), automargin=True),
+        template="plotly_white", height=height, font=_FONT, margin=dict(l=10, r=20, t=60, b=70),
+        hoverlabel=dict(font_size=12),
+        # The legend goes under the plot: above it, it ran into the title and the toolbar on a phone.
+        legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, x=0.0, xanchor="left"),
     )
     fig.update_layout(**{**base, **kw})
     return fig
+
+
+def warm_up() -> None:
+    """Build and serialise one figure of each kind once. Plotly loads its validators and templates
+    lazily; on a busy machine the first figure of a process took 15 s, which would otherwise be paid by
+    the first user who selects a run."""
+    fig = make_subplots(rows=2, cols=1)
+    fig.add_trace(go.Scatter(x=[0], y=[0], error_x=dict(array=[1])), row=1, col=1)
+    fig.add_trace(go.Bar(x=[1], y=["a"], orientation="h"), row=2, col=1)
+    fig.add_trace(go.Heatmap(z=[[0]]))
+    _layout(fig, "warm-up", 200).to_json()
 
 
 def empty_figure(message: str, height: int = 260) -> go.Figure:
@@ -72,12 +85,24 @@ class DatasetRow:
     label: str  # escaped, unique display label
     title: str  # raw title (for tables that escape themselves)
     role: str
-    before: Mapping[str, float | None]
-    after: Mapping[str, float | None]
+    before: Mapping[str, Any]
+    after: Mapping[str, Any]
+    entry: Mapping[str, Any] = field(default_factory=dict)
 
     def delta(self, metric: str) -> float | None:
         b, a = _num(self.before.get(metric)), _num(self.after.get(metric))
         return None if b is None or a is None else a - b
+
+    def delta_ci(self, metric: str) -> tuple[float, float] | None:
+        return story.ci(self.entry.get(f"delta_{metric.split('_')[0]}_ci"))
+
+    def side_ci(self, side: str, metric: str) -> tuple[float, float] | None:
+        return story.ci((self.before if side == "before" else self.after).get(f"{metric}_ci"))
+
+    def gap(self, metric: str) -> str:
+        """Why there is no number: 'not measurable: <reason>' or 'not measured'."""
+        note = self.entry.get("zs_note") if metric.startswith("zs") else None
+        return f"not measurable: {note}" if note else "not measured"
 
 
 def dataset_rows(results: Mapping[str, Any], sort_metric: str = "zs_acc") -> list[DatasetRow]:
@@ -93,7 +118,7 @@ def dataset_rows(results: Mapping[str, Any], sort_metric: str = "zs_acc") -> lis
         label = title if titles.count(title) == 1 else f"{title} ({key})"
         label += {"target": " · target", "sequence": " · learned earlier"}.get(role, "")
         rows.append(DatasetRow(key, html_escape(label), title, role, dict(entry.get("before") or {}),
-                               dict(entry.get("after") or {})))
+                               dict(entry.get("after") or {}), dict(entry)))
 
     def order(r: DatasetRow) -> tuple:
         d = r.delta(sort_metric)
@@ -112,8 +137,24 @@ def metric_computed(results: Mapping[str, Any], metric: str) -> bool:
 
 
 # ---- one run: charts -------------------------------------------------------------------------------
+def _error(values: Sequence[float | None], cis: Sequence[tuple[float, float] | None], colour: str) -> dict:
+    """Asymmetric plotly error bars (in %) from fraction intervals; rows without one get none."""
+    plus = [None if v is None or c is None else max(c[1] * 100 - v, 0.0) for v, c in zip(values, cis)]
+    minus = [None if v is None or c is None else max(v - c[0] * 100, 0.0) for v, c in zip(values, cis)]
+    if all(p is None for p in plus):
+        return dict(visible=False)
+    return dict(type="data", symmetric=False, array=plus, arrayminus=minus, color=colour, thickness=1.5, width=4)
+
+
+def _after_colour(delta: float | None, tol: float = 5e-4) -> str:
+    if delta is None:
+        return SAME
+    return BETTER if delta > tol else WORSE if delta < -tol else SAME
+
+
 def dumbbell(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
-    """Before → after per dataset: grey dot before, coloured dot after (green better, red worse)."""
+    """Before → after per dataset: hollow grey circle before, filled dot after (green better, red worse,
+    blue unchanged), 95 % intervals as whiskers; unmeasurable values are a gap with the reason."""
     rows = dataset_rows(results, metric)
     if not rows:
         return empty_figure("No datasets in this run's results.")
@@ -126,8 +167,7 @@ def dumbbell(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
         if b is not None and a is not None:
             seg_x += [b, a, None]
             seg_y += [label, label, None]
-    colours = [NEUTRAL if r.delta(metric) is None else BETTER if r.delta(metric) > 5e-4 else
-               WORSE if r.delta(metric) < -5e-4 else NEUTRAL for r in rows]
+    colours = [_after_colour(r.delta(metric)) for r in rows]
     custom = [[text.pct(r.before.get(metric), 1), text.pct(r.after.get(metric), 1), text.points(r.delta(metric))]
               for r in rows]
     name = METRIC_NAMES.get(metric, metric)
@@ -137,48 +177,61 @@ def dumbbell(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
     fig.add_trace(go.Scatter(x=seg_x, y=seg_y, mode="lines", line=dict(color="#c7cbd1", width=4),
                              hoverinfo="skip", showlegend=False, connectgaps=False))
     fig.add_trace(go.Scatter(x=before, y=y, mode="markers", name="Before fine-tuning",
-                             marker=dict(color=BEFORE, size=12), customdata=custom, hovertemplate=hover))
+                             marker=dict(color=BEFORE, size=12, symbol="circle-open", line=dict(width=2.5)),
+                             error_x=_error(before, [r.side_ci("before", metric) for r in rows], BEFORE),
+                             customdata=custom, hovertemplate=hover))
     fig.add_trace(go.Scatter(x=after, y=y, mode="markers", name="After fine-tuning",
                              marker=dict(color=colours, size=13, line=dict(color="white", width=1)),
+                             error_x=_error(after, [r.side_ci("after", metric) for r in rows], "#333"),
                              customdata=custom, hovertemplate=hover))
     for r in rows:
         if r.delta(metric) is None:
-            fig.add_annotation(x=1.0, xref="paper", y=r.label, text="not measured", showarrow=False,
-                               xanchor="right", font=dict(color=NEUTRAL, size=11))
-    fig.update_xaxes(title_text=f"{name} (%)", range=[-2, 102], ticksuffix=" %")
-    fig.update_yaxes(autorange="reversed", type="category")
-    return _layout(fig, f"{name}: before and after", 110 + 38 * len(rows))
+            fig.add_annotation(x=50, y=r.label, text=html_escape(r.gap(metric)), showarrow=False,
+                               xanchor="center", font=dict(color=NEUTRAL, size=11))
+    fig.update_xaxes(title_text="Accuracy (%)", range=[-2, 102], ticksuffix=" %", automargin=True)
+    fig.update_yaxes(autorange="reversed", type="category", automargin=True)
+    return _layout(fig, f"{name}: before and after", 140 + 38 * len(rows))
 
 
 def delta_bars(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
-    """Change per dataset in percentage points, worst first, green/red by sign."""
+    """Change per dataset in percentage points, worst first, green/red by sign, 95 % intervals as whiskers.
+
+    The value labels sit inside the plot next to the bar end (not outside it), so on a narrow screen
+    they never run into the dataset names."""
     rows = dataset_rows(results, metric)
     if not rows:
         return empty_figure("No datasets in this run's results.")
     rows = sorted(rows, key=lambda r: (r.delta(metric) is None, r.delta(metric) or 0.0))
     y = [r.label for r in rows]
     x = [None if r.delta(metric) is None else r.delta(metric) * 100 for r in rows]
+    cis = [r.delta_ci(metric) for r in rows]
     colours = [NEUTRAL if v is None else BETTER if v > 0.05 else WORSE if v < -0.05 else NEUTRAL for v in x]
     labels = ["" if v is None else text.points(v / 100) for v in x]
     custom = [[text.pct(r.before.get(metric), 1), text.pct(r.after.get(metric), 1),
-               "got better" if (v or 0) > 0.05 else "got worse" if (v or 0) < -0.05 else "no change"]
-              for r, v in zip(rows, x)]
+               "got better" if (v or 0) > 0.05 else "got worse" if (v or 0) < -0.05 else "no change",
+               story.interval_points(c) or "no interval"]
+              for r, v, c in zip(rows, x, cis)]
     name = METRIC_NAMES.get(metric, metric)
     fig = go.Figure(go.Bar(
-        x=x, y=y, orientation="h", marker_color=colours, text=labels, textposition="outside",
-        cliponaxis=False, customdata=custom, name="Change",
-        hovertemplate="<b>%{y}</b><br>%{customdata[2]}: %{text} points<br>"
+        x=x, y=y, orientation="h", marker_color=colours, text=labels, textposition="auto",
+        insidetextanchor="middle", customdata=custom, name="Change",
+        error_x=dict(type="data", symmetric=False, color="#333", thickness=1.5, width=4,
+                     array=[None if v is None or c is None else max(c[1] * 100 - v, 0) for v, c in zip(x, cis)],
+                     arrayminus=[None if v is None or c is None else max(v - c[0] * 100, 0) for v, c in zip(x, cis)],
+                     visible=any(c is not None for c in cis)),
+        hovertemplate="<b>%{y}</b><br>%{customdata[2]}: %{text} points (%{customdata[3]})<br>"
                       "Before %{customdata[0]} → after %{customdata[1]}<extra>" + name + "</extra>",
     ))
     for r, v in zip(rows, x):
         if v is None:
-            fig.add_annotation(x=0, y=r.label, text="not measured", showarrow=False, xanchor="left",
+            fig.add_annotation(x=0, y=r.label, text=html_escape(r.gap(metric)), showarrow=False, xanchor="left",
                                font=dict(color=NEUTRAL, size=11))
     fig.add_vline(x=0, line_color="#444", line_width=1)
-    span = max([abs(v) for v in x if v is not None] + [1.0]) * 1.25
-    fig.update_xaxes(title_text="Change (percentage points)", range=[-span, span], zeroline=False)
-    fig.update_yaxes(autorange="reversed", type="category")
-    return _layout(fig, f"{name}: change per dataset", 110 + 34 * len(rows), showlegend=False)
+    ends = [abs(v) for v in x if v is not None] + [abs(c[i]) * 100 for c in cis if c for i in (0, 1)]
+    span = max(ends + [1.0]) * 1.15
+    fig.update_xaxes(title_text="Change (points)", range=[-span, span], zeroline=False, automargin=True)
+    fig.update_yaxes(autorange="reversed", type="category", automargin=True)
+    return _layout(fig, f"{name}: change", 130 + 34 * len(rows), showlegend=False)
 
 
 def _series(values: Any, n: int) -> list[float | None]:
@@ -365,10 +418,18 @@ def _unique_labels(runs: Sequence[RunEntry]) -> list[str]:
 
 def run_point(results: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """(target gain, mean control change) in percentage points; None where not measured."""
-    b, a = text.target_accuracy(results)
-    gain = None if _num(b) is None or _num(a) is None else (a - b) * 100
-    mean = text.forgetting_summary(results)["mean"]
+    t = story.target_numbers(results)
+    gain = None if t["before"] is None or t["after"] is None else (t["after"] - t["before"]) * 100
+    mean = story.forgetting_summary(results)["mean"]
     return gain, None if mean is None else mean * 100
+
+
+def run_point_ci(results: Mapping[str, Any]) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """The 95 % intervals of ``run_point`` (points), where results.json has them."""
+    t = story.target_numbers(results)
+    m = story.forgetting_summary(results)["mean_ci"]
+    scale = (lambda c: None if c is None else (c[0] * 100, c[1] * 100))
+    return scale(t["delta_ci"]), scale(m)
 
 
 def compare_heatmap(runs: Sequence[RunEntry], metric: str = "zs_acc") -> go.Figure:
@@ -422,46 +483,83 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
 
 
+def _label_positions(pts: Sequence[tuple[float, float]], xr: Sequence[float], yr: Sequence[float]) -> list[str]:
+    """A text position per marker so labels of nearby runs do not sit on each other."""
+    cycle = ("top center", "bottom center", "middle right", "middle left", "top right", "bottom left")
+    w, h = (xr[1] - xr[0]) or 1.0, (yr[1] - yr[0]) or 1.0
+    out: list[str] = []
+    for i, (x, y) in enumerate(pts):
+        near = [j for j in range(i) if abs(pts[j][0] - x) / w < 0.12 and abs(pts[j][1] - y) / h < 0.08]
+        taken = {out[j] for j in near}
+        out.append(next((c for c in cycle if c not in taken), cycle[len(near) % len(cycle)]))
+    return out
+
+
+def _jitter(pts: Sequence[tuple[float, float]], xr: Sequence[float], yr: Sequence[float]
+            ) -> list[tuple[float, float]]:
+    """Identical points drawn side by side (a few pixels apart) so every marker stays visible; the
+    hover and the table keep the true values."""
+    seen: dict[tuple[float, float], int] = {}
+    out = []
+    for x, y in pts:
+        key = (round(x, 2), round(y, 2))
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        out.append((x + k * 0.015 * (xr[1] - xr[0]), y))
+    return out
+
+
 def tradeoff_scatter(runs: Sequence[RunEntry]) -> go.Figure:
-    """x = gain on the target, y = mean change on the controls; one dot per run, Pareto front joined."""
-    pts, kept = [], []
+    """x = gain on the target, y = mean change on the controls; one marker per run with 95 % whiskers,
+    the Pareto front joined (drawn on top, so near-identical runs cannot hide it)."""
+    pts, kept, cis = [], [], []
     for r in runs:
         gx, my = run_point(r.results)
         if gx is not None and my is not None:
             pts.append((gx, my))
             kept.append(r)
+            cis.append(run_point_ci(r.results))
     if not kept:
         return empty_figure("These runs have no target gain and control change to plot yet.")
     labels = _unique_labels(kept)
     colours = run_colours([r.id for r in kept])
     methods = sorted({r.method for r in kept})
+    xs = [p[0] for p in pts] + [c[0][i] for c in cis if c[0] for i in (0, 1)]
+    ys = [p[1] for p in pts] + [0.0] + [c[1][i] for c in cis if c[1] for i in (0, 1)]
+    xr, yr = _padded(xs, 0.25, 5.0), _padded(ys, 0.3, 2.0)
+    shown = _jitter(pts, xr, yr)
+    positions = _label_positions(shown, xr, yr)
     fig = go.Figure()
-    front = pareto_front(pts)
-    if len(front) > 1:
-        fig.add_trace(go.Scatter(x=[pts[i][0] for i in front], y=[pts[i][1] for i in front], mode="lines",
-                                 name="Pareto front", line=dict(color="#555", dash="dash", width=2),
-                                 hoverinfo="skip"))
-    for r, lab, (gx, my) in zip(kept, labels, pts):
+    for r, lab, (gx, my), (sx, sy), pos, (cx, cy) in zip(kept, labels, pts, shown, positions, cis):
         fig.add_trace(go.Scatter(
-            x=[gx], y=[my], mode="markers+text", name=lab, text=[lab], textposition="top center",
-            marker=dict(color=r.colour or colours[r.id], size=16,
+            x=[sx], y=[sy], mode="markers+text", name=lab, text=[lab], textposition=pos,
+            marker=dict(color=r.colour or colours[r.id], size=15,
                         symbol=SYMBOLS[methods.index(r.method) % len(SYMBOLS)], line=dict(color="white", width=1)),
+            error_x=dict(type="data", symmetric=False, array=[max(cx[1] - gx, 0)], arrayminus=[max(gx - cx[0], 0)],
+                         color="#888", thickness=1) if cx else None,
+            error_y=dict(type="data", symmetric=False, array=[max(cy[1] - my, 0)], arrayminus=[max(my - cy[0], 0)],
+                         color="#888", thickness=1) if cy else None,
             customdata=[[html_escape(r.method), text.points(gx / 100), text.points(my / 100)]],
             hovertemplate="<b>%{text}</b><br>method %{customdata[0]}<br>target gain %{customdata[1]} points<br>"
                           "control change %{customdata[2]} points<extra></extra>",
         ))
+    front = pareto_front(pts)
+    if len(front) > 1:
+        fig.add_trace(go.Scatter(x=[shown[i][0] for i in front], y=[shown[i][1] for i in front], mode="lines",
+                                 name="Pareto front", line=dict(color="#333", dash="dash", width=2),
+                                 hoverinfo="skip"))
     fig.add_hline(y=0, line_color="#888", line_width=1, annotation_text="no forgetting",
                   annotation_position="bottom right")
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts] + [0.0]
-    fig.update_xaxes(title_text="Gain on the target (points) — further right is better", range=_padded(xs, 0.2))
-    fig.update_yaxes(title_text="Change on controls (points)", range=_padded(ys, 0.25))
-    return _layout(fig, "Gain vs forgetting (higher = forgot less)", 460, margin=dict(l=60, r=30, t=70, b=50))
+    fig.update_xaxes(title_text="Gain on the target (points)", range=xr, automargin=True)
+    fig.update_yaxes(title_text="Change on controls (points)", range=yr, automargin=True)
+    return _layout(fig, "Gain vs forgetting (right and up is better)", 480, margin=dict(l=60, r=30, t=70, b=90))
 
 
-def _padded(values: Sequence[float], frac: float) -> list[float]:
-    """An axis range around ``values`` with room for the dots' labels."""
+def _padded(values: Sequence[float], frac: float, min_span: float = 1.0) -> list[float]:
+    """An axis range around ``values`` with room for the markers' labels, at least ``min_span`` wide
+    (two near-identical runs must not zoom the axis to a fraction of a point)."""
     lo, hi = min(values), max(values)
-    pad = max((hi - lo) * frac, 1.0)
+    pad = max((hi - lo) * frac, (min_span - (hi - lo)) / 2, 0.5)
     return [lo - pad, hi + pad]
 
 
@@ -472,19 +570,48 @@ def _step_axis(fig: go.Figure, max_step: int | None, **where: Any) -> None:
 
 
 # ---- the report table and the self-contained HTML report ------------------------------------------
-REPORT_COLUMNS = ["Dataset", "Role", "Zero-shot before", "Zero-shot after", "Zero-shot change",
-                  "Linear probe before", "Linear probe after", "Linear probe change", "ECE before", "ECE after"]
+REPORT_COLUMNS = ["Dataset", "Measure", "Before", "After", "Change (points)", "95 % interval", "ECE before",
+                  "ECE after"]
+MEASURES = (("zs_acc", "Zero-shot", "zs_ece"), ("lp_acc", "Linear probe", "lp_ece"))
+
+
+def _row_name(r: DatasetRow) -> str:
+    return r.title + {"target": " (target)", "sequence": " (learned earlier)"}.get(r.role, "")
 
 
 def report_table(results: Mapping[str, Any]) -> list[list[str]]:
-    """Rows of display strings (raw titles: the table component shows them as text)."""
+    """One row per dataset and measure (display strings; raw titles: the table shows them as text).
+
+    The target's first row is the trained classifier, the same numbers as the headline and the cards.
+    A measure a run did not compute is left out; one that is not measurable says so, with the reason.
+    """
     out = []
+    t = story.target_numbers(results)
+    if t["measure"] == "trained classifier":
+        tgt = results.get("target")
+        title = next((_row_name(r) for r in dataset_rows(results) if r.key == tgt), f"{tgt} (target)")
+        delta = t["after"] - t["before"]
+        out.append([title, "Trained classifier", text.pct(t["before"], 1), text.pct(t["after"], 1), text.points(delta),
+                    _interval(t["delta_ci"]), "—", "—"])
     for r in dataset_rows(results):
-        cells = [r.title, r.role]
-        for m in ("zs_acc", "lp_acc"):
-            cells += [text.pct(r.before.get(m), 1), text.pct(r.after.get(m), 1), text.points(r.delta(m))]
-        out.append(cells + [_ece(r.before.get("zs_ece")), _ece(r.after.get("zs_ece"))])
+        for metric, measure, ece in MEASURES:
+            b, a = _num(r.before.get(metric)), _num(r.after.get(metric))
+            gap = r.gap(metric) if metric == "zs_acc" else ""
+            if b is None and a is None and not gap.startswith("not measurable"):
+                continue
+            if gap.startswith("not measurable") and b is None and a is None:
+                out.append([_row_name(r), measure, "not measurable", "not measurable", "—", gap.split(": ", 1)[-1],
+                            "—", "—"])
+                continue
+            out.append([_row_name(r), measure, text.pct(b, 1), text.pct(a, 1), text.points(r.delta(metric)),
+                        _interval(r.delta_ci(metric)), _ece(r.before.get(ece)), _ece(r.after.get(ece))])
     return out
+
+
+def _interval(c: tuple[float, float] | None) -> str:
+    if c is None:
+        return "—"
+    return f"{text.points(c[0])} to {text.points(c[1])}" + (" (within noise)" if story.covers_zero(c) else "")
 
 
 def _ece(x: Any) -> str:
@@ -509,8 +636,9 @@ def report_figures(results: Mapping[str, Any]) -> list[tuple[str, go.Figure]]:
     return figs
 
 
-def report_html(results: Mapping[str, Any], run_label: str = "") -> str:
-    """A self-contained HTML report (plotly.js inlined once, so it opens offline)."""
+def report_html(results: Mapping[str, Any], run_label: str = "", reference: Mapping[str, Any] | None = None) -> str:
+    """A self-contained HTML report (plotly.js inlined once, so it opens offline): headline, the
+    summary cards with the verdict, the charts, every number and the glossary in the app's words."""
     parts = []
     first = True
     for caption, fig in report_figures(results):
@@ -520,8 +648,10 @@ def report_html(results: Mapping[str, Any], run_label: str = "") -> str:
     head = "".join(f"<th>{html_escape(c)}</th>" for c in REPORT_COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html_escape(c)}</td>" for c in row) + "</tr>"
                    for row in report_table(results))
-    gloss = "".join(f"<dt>{html_escape(k.replace('_', ' '))}</dt><dd>{html_escape(v)}</dd>"
-                    for k, v in text.GLOSSARY.items())
+    gloss = "".join(f"<dt>{html_escape(k)}</dt><dd>{html_escape(v)}</dd>" for k, v in text.glossary_items())
+    cards = "".join(f"<div class='card'><div class='lab'>{html_escape(label)}</div><div class='val'>"
+                    f"{html_escape(value)}</div>" + (f"<div class='note'>{html_escape(note)}</div>" if note else "")
+                    + "</div>" for label, value, note, _tip, _kind in story.stat_cards(results, reference))
     spec = results.get("spec") or {}
     title = run_label or spec.get("name") or f"{results.get('method', '')} on {results.get('target', '')}"
     timing = results.get("timing") or {}
@@ -535,12 +665,15 @@ h1{{font-size:1.5rem}}
 .headline{{font-size:1.25rem;line-height:1.5;background:#f6f8fa;border-left:4px solid #3366cc;padding:.8rem 1rem}}
 .cap{{color:#57606a;margin:1.5rem 0 0}} table{{border-collapse:collapse;width:100%;font-size:.9rem}}
 td,th{{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left}} dt{{font-weight:600;margin-top:.5rem}}
-.meta{{color:#57606a;font-size:.85rem}}
+.meta{{color:#57606a;font-size:.85rem}} .cards{{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));
+  gap:.6rem}} .card{{border:1px solid #d0d7de;border-radius:8px;padding:.6rem .8rem}} .lab{{font-size:.8rem;color:#57606a}}
+.val{{font-size:1.2rem;font-weight:600}} .note{{font-size:.8rem;color:#57606a}}
 </style></head><body>
 <h1>{html_escape(text.APP_TITLE)} · forgetting report: {html_escape(title)}</h1>
 <p class="meta">Method {html_escape(results.get('method', '?'))} · model {html_escape(spec.get('backbone', '?'))} ·
 finished {html_escape(timing.get('finished_at', '?'))} · spec {html_escape(str(results.get('spec_hash', ''))[:12])}</p>
-<p class="headline">{text.headline(results, markup='html')}</p>
+<p class="headline">{story.headline(results, markup='html', reference=reference)}</p>
+<div class="cards">{cards}</div>
 {''.join(parts)}
 <h2>All numbers</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <h2>What the numbers mean</h2><dl>{gloss}</dl>

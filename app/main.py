@@ -25,11 +25,12 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from ldifs_engine.errors import SpecError  # noqa: E402
 
-from . import passwords, text  # noqa: E402
+from . import charts, passwords, text  # noqa: E402
 from .context import AppContext, api_errors, user_errors  # noqa: E402
 from .downloads import Guard  # noqa: E402
 from .json_api import json_routes  # noqa: E402
 from .tabs import compare, datasets, jobs, new_run, report  # noqa: E402
+from .tabs.common import PRIVATE  # noqa: E402
 
 log = logging.getLogger("ldifs.app")
 
@@ -258,6 +259,21 @@ def _status(job: Any) -> dict:
 
 
 # ---- the app -------------------------------------------------------------------------------------------------
+def _wire_navigation(ctx: AppContext, nav: Any, form: Any, job_list: Any, rep: Any, cmp_: Any,
+                     tab_items: Mapping[str, gr.Tab]) -> None:
+    """Events that cross tabs. Entering a tab refreshes its lists (new runs, new uploads) without
+    replacing what the user selected; Jobs → Open report sets the Report's run and opens the tab in
+    one response; the address bar names the report's run only while the Report tab is shown."""
+    report.wire_open(ctx, nav, rep, job_list.report_button, job_list.picker)
+    report.wire_tab(ctx, tab_items["report"], rep)
+    compare.wire_tab(ctx, tab_items["compare"], cmp_)
+    new_run.wire_tab(ctx, tab_items["new"], form)
+    for key, item in tab_items.items():
+        if key != "report":
+            item.select(None, None, None, js=report.URL_CLEAR, api_name=f"{key}_tab_url", **PRIVATE)
+
+
+
 def _default_api() -> Any:
     from tasks import api
 
@@ -283,6 +299,7 @@ def build_app(api: Any = None, *, auth: str = "none", poll_s: float = 2.0,
         raise SpecError(f"auth: {auth!r} is not one of none, password, oauth")
     ctx = AppContext(api=api or _default_api(), auth_mode=auth, poll_s=poll_s,
                      default_user=default_user or local_user())
+    charts.warm_up()  # pay plotly's lazy loading at start, not on the first click
     with gr.Blocks(title=text.APP_TITLE, analytics_enabled=False, delete_cache=(3600, 86400),
                    fill_width=False) as demo:
         with gr.Row(elem_id="app-header", equal_height=True):
@@ -290,26 +307,25 @@ def build_app(api: Any = None, *, auth: str = "none", poll_s: float = 2.0,
             who = gr.Markdown("", elem_id="app-user")
             if auth == "oauth":
                 gr.LoginButton(size="sm", scale=0)
-        nav = SimpleNamespace(demo=demo, focus_job=gr.State(""), focus_report=gr.State(""), clone_spec=gr.State({}))
+        nav = SimpleNamespace(demo=demo, focus_job=gr.State(""), clone_spec=gr.State({}))
         with gr.Tabs(selected="new", elem_id="tabs") as tabs:
             nav.tabs = tabs
-            with gr.Tab("New run", id="new", elem_id="tab-new"):
-                new_run.build(ctx, nav)
-            with gr.Tab("Jobs", id="jobs", elem_id="tab-jobs"):
-                jobs.build(ctx, nav)
+            with gr.Tab("New run", id="new", elem_id="tab-new") as new_tab:
+                form = new_run.build(ctx, nav)
+            with gr.Tab("Jobs", id="jobs", elem_id="tab-jobs") as jobs_tab:
+                job_list = jobs.build(ctx, nav)
             with gr.Tab("Report", id="report", elem_id="tab-report") as report_tab:
                 rep = report.build(ctx, nav)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_tab:
                 cmp_ = compare.build(ctx, nav)
-            with gr.Tab("Datasets", id="datasets", elem_id="tab-datasets"):
+            with gr.Tab("Datasets", id="datasets", elem_id="tab-datasets") as datasets_tab:
                 datasets.build(ctx, nav)
         gr.Markdown("LDIFS Studio · concept forgetting after Mukhoti et al., *Fine-tuning can cripple your foundation "
                     "model; preserving features may be the solution* (TMLR 2024). Scriptable: see the API link below.",
                     elem_classes="footer-note")
-
-        # Freshly finished runs appear when their tab is opened.
-        report_tab.select(rep.refresh_fn, rep.picker, rep.picker, api_name="report_tab", api_visibility="private")
-        compare_tab.select(cmp_.refresh_fn, cmp_.picker, cmp_.picker, api_name="compare_tab", api_visibility="private")
+        _wire_navigation(ctx, nav, form, job_list, rep, cmp_,
+                         {"new": new_tab, "jobs": jobs_tab, "report": report_tab, "compare": compare_tab,
+                          "datasets": datasets_tab})
 
         def whoami(request: gr.Request) -> str:
             if auth == "none":
@@ -321,7 +337,7 @@ def build_app(api: Any = None, *, auth: str = "none", poll_s: float = 2.0,
             logout = " · [Sign out](/logout)" if auth == "password" else ""
             return f"Signed in as **{text.md_escape(user)}**{logout}"
 
-        demo.load(whoami, None, who, api_name="whoami", api_visibility="private")
+        demo.load(whoami, None, who, api_name="whoami", **PRIVATE)
         _public_api(ctx)
     # Plain JSON /api/jobs and /api/status for pollers: handed to Blocks.launch(app_kwargs=...) by launch().
     demo.ldifs_json_routes = json_routes(ctx)

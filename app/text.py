@@ -88,13 +88,13 @@ LABELS: dict[str, str] = {
     "data.max_eval_samples": "Max images per evaluation",
     "data.num_workers": "Data-loader workers",
     "method.name": "Method",
-    "method.head_init": "Classifier head starts from",
-    "method.freeze_head": "Freeze the classifier head",
-    "optim.lr": "Learning rate",
+    "method.head_init": "Classifier starts from",
+    "method.freeze_head": "Keep the classifier fixed",
+    "optim.lr": "Step size (learning rate)",
     "optim.weight_decay": "Weight decay",
-    "optim.batch_size": "Batch size",
+    "optim.batch_size": "Images per update (batch size)",
     "optim.micro_batch": "Micro-batch",
-    "optim.steps": "Training steps",
+    "optim.steps": "Training length (steps)",
     "optim.epochs": "Epochs (instead of steps)",
     "optim.warmup_steps": "Warm-up steps",
     "optim.grad_clip": "Gradient clipping",
@@ -116,10 +116,37 @@ INFO_OVERRIDES: dict[str, str] = {
     "data.target": "The dataset the model is trained on.",
     "data.controls": "Datasets the model is NOT trained on; a drop here is forgetting.",
     "method.name": "How the model is fine-tuned. LDIFS keeps the model's features close to the original.",
-    "optim.steps": "Number of weight updates. More steps: better target accuracy, often more forgetting.",
-    "optim.epochs": "Passes over the training images. Leave 'Training steps' empty to use this.",
+    "optim.steps": "How many times the model is updated. Longer: better on the target, often more forgetting. "
+    "Technical name: optimisation steps.",
+    "optim.lr": "How big each update is. Too large can wreck the model; the preset's value suits the "
+    "built-in model. Technical name: AdamW learning rate.",
+    "optim.batch_size": "How many training images each update looks at. Technical name: effective batch size.",
+    "method.head_init": "Where the classifier starts: from the class names' text prompts (zero-shot, 'zs') or "
+    "from a linear probe fitted first ('lp', known as LP-FT).",
+    "optim.epochs": "Passes over the training images. Leave 'Training length (steps)' empty to use this.",
     "eval.wise_ft_alphas": "Comma-separated numbers from 0 to 1, e.g. 0, 0.25, 0.5, 0.75, 1. Empty = off.",
     "priority": "Higher runs first among your queued jobs.",
+}
+
+# Method names and what they do, in plain words; the catalog's technical description is shown under
+# Advanced. A method missing here keeps its catalog title and description.
+METHOD_WORDS: dict[str, tuple[str, str]] = {
+    "ce": ("Plain fine-tuning (cross-entropy)", "Learns the new task; nothing protects what the model knew. "
+           "The baseline the others are measured against."),
+    "ls": ("Plain fine-tuning, softer targets (label smoothing)", "Like plain fine-tuning, but the model is "
+           "asked to be a little less sure of itself."),
+    "l2sp": ("Stay close to the original weights (L2-SP)", "Learns the new task while a penalty keeps the "
+             "model's weights near the original ones."),
+    "ldifs": ("Keep the original features (LDIFS)", "Learns the new task while keeping what the model "
+              "computes inside close to the original; usually forgets least."),
+    "flyp": ("Fine-tune like CLIP was trained (FLYP)", "Trains the image and the text side together on "
+             "captions of the new classes, the way the model was first trained."),
+}
+
+CHOICE_WORDS: dict[str, dict[str, str]] = {
+    "method.head_init": {"zs": "class names' text prompts (zs)", "lp": "a linear probe fitted first (lp, LP-FT)"},
+    "optim.precision": {"auto": "automatic", "fp32": "full precision (fp32)", "bf16": "bfloat16 (bf16)",
+                        "fp16": "half precision (fp16)"},
 }
 
 SECTION_TITLES = {
@@ -128,6 +155,7 @@ SECTION_TITLES = {
     "optim": "Optimisation",
     "eval": "Evaluation",
     "": "Reproducibility",
+    "params": "Method settings",
 }
 
 
@@ -140,44 +168,58 @@ def label_for(path: str) -> str:
 
 # ---- glossary: what every number in the report means -----------------------------------------
 GLOSSARY: dict[str, str] = {
-    "zs_acc": "Zero-shot accuracy: the share of test images the model labels correctly by comparing each "
-    "image with a text description of every class. No training on that dataset is involved, so it "
-    "measures what the model already knows.",
-    "lp_acc": "Linear-probe accuracy: the share of test images labelled correctly by a simple linear "
-    "classifier trained on the model's image features. It measures whether the features still "
-    "contain the information, even if the text side no longer matches.",
-    "delta": "Change (points): accuracy after fine-tuning minus accuracy before, in percentage points. "
-    "Negative = the model forgot something; positive = it got better there too.",
-    "target_acc": "Target accuracy: accuracy on the dataset the model was fine-tuned on, with the "
-    "classifier head that was trained along with it.",
-    "mean_forgetting": "Average change on the control datasets (all evaluated datasets except the target). "
-    "This is the run's forgetting in one number.",
-    "worst": "Worst control: the control dataset whose zero-shot accuracy dropped most.",
-    "verdict": "Verdict: the average change on the controls in words — little or no forgetting (0 to −1 "
-    "points), some (down to −5), clear (down to −15), strong (below −15).",
-    "ece": "Calibration error (ECE): how far the model's confidence is from its actual accuracy, "
-    "0 = perfectly calibrated. Lower is better.",
-    "wise_ft": "WiSE-FT: mixes the original and the fine-tuned weights, 0 = original model, 1 = fully "
-    "fine-tuned. Intermediate mixes often keep most of the gain and forget less.",
-    "pareto": "Pareto front: the runs no other run beats on both target gain and forgetting at once.",
-    "target_gain": "Target gain: how many points accuracy on the target rose during fine-tuning.",
+    "zs_acc": "The share of test images the model labels correctly by comparing each image with a text "
+    "description of every class. No training on that dataset is involved, so it measures what the model "
+    "already knows.",
+    "lp_acc": "The share of test images labelled correctly by a simple linear classifier fitted on the "
+    "model's image features. It shows whether the features still hold the information, even if the text "
+    "side no longer matches.",
+    "delta": "Accuracy after fine-tuning minus accuracy before, in percentage points. Negative = the model "
+    "forgot something; positive = it got better there too.",
+    "interval": "The range the true value lies in with 95 % confidence, given how many test images there "
+    "were. For a change it comes from re-sampling the same test images before and after (paired bootstrap).",
+    "noise": "The interval of a change includes 0: with this many test images the change cannot be told "
+    "apart from chance.",
+    "small_test": "Fewer than 200 test images: one image more or less right moves the accuracy by half a "
+    "point or more, so small differences mean little.",
+    "unmeasurable": "For some datasets the model's text side cannot tell the classes apart (their class "
+    "names give identical prompts), so zero-shot accuracy would only show which class is listed first. "
+    "Such values are left out (a gap, with the reason) instead of shown as a number.",
+    "target_acc": "Accuracy on the dataset the model was fine-tuned on, measured with the classifier that "
+    "was trained along with it (what fine-tuning optimises); zero-shot when the run has none.",
+    "mean_forgetting": "The average change of zero-shot accuracy on the control datasets (every evaluated "
+    "dataset except the target). This is the run's forgetting in one number.",
+    "worst": "The control dataset whose zero-shot accuracy dropped most.",
+    "verdict": "The average change on the controls in words: little or no forgetting (0 to −1 points), some "
+    "(down to −5), clear (down to −15), strong (below −15); 'within noise' when its interval includes 0.",
+    "reference": "When you also ran plain fine-tuning (cross-entropy) on the same target with the same model, "
+    "the verdict says which share of that run's loss this run avoided.",
+    "ece": "How far the model's confidence is from its actual accuracy, 0 = perfectly calibrated; lower is "
+    "better. For the linear probe it is measured after fitting one temperature on held-out images.",
+    "wise_ft": "Mixes the original and the fine-tuned weights, 0 = original model, 1 = fully fine-tuned. "
+    "Intermediate mixes often keep most of the gain and forget less.",
+    "pareto": "The runs no other run beats on both target gain and forgetting at once.",
+    "target_gain": "How many points the target accuracy rose during fine-tuning.",
+    "seeds": "A run repeated with different random seeds; the report shows the mean and the standard "
+    "deviation (sd) across the repeats.",
 }
 
 CHART_CAPTIONS = {
-    "dumbbell": "Each row is a dataset: the grey dot is the accuracy before fine-tuning, the coloured "
-    "dot after. Green = got better, red = got worse.",
-    "delta": "Change in accuracy per dataset, in percentage points, sorted from worst to best.",
+    "dumbbell": "Each row is a dataset: the hollow grey circle is the accuracy before fine-tuning, the filled "
+    "dot after (green = better, red = worse, blue = no change); whiskers show 95 % intervals.",
+    "delta": "Change in accuracy per dataset, in percentage points, from worst to best; whiskers show 95 % "
+    "intervals (a whisker across 0 = within noise).",
     "curves": "Zero-shot accuracy measured during training: which abilities faded, and when.",
     "wise_ft": GLOSSARY["wise_ft"],
     "continual": "Continual fine-tuning: one row per stage of the sequence. Below the diagonal, how well "
-    "each task learned earlier is still solved by its own head; above it, zero-shot accuracy on tasks not "
-    "yet learned. Transfer = zero-shot accuracy on tasks before they are learned, Avg = mean of the "
+    "each task learned earlier is still solved by its own classifier; above it, zero-shot accuracy on tasks "
+    "not yet learned. Transfer = zero-shot accuracy on tasks before they are learned, Avg = mean of the "
     "rows after each stage, Last = mean of the last row.",
     "live": "Training loss (task loss and the regulariser term) and learning rate over the whole run.",
     "heatmap": "Change in zero-shot accuracy for each run (rows) and dataset (columns). Red = forgot, "
-    "blue = improved; blank = not measured.",
-    "scatter": "Each dot is a run: further right = more gain on its target, higher = less forgetting. "
-    "The line joins the runs nothing beats on both (the Pareto front).",
+    "blue = improved; blank = not measured or not measurable.",
+    "scatter": "Each marker is a run: further right = more gain on its target, higher = less forgetting; "
+    "whiskers show 95 % intervals. The dashed line joins the runs nothing beats on both (the Pareto front).",
 }
 
 # ---- empty states and messages --------------------------------------------------------------
@@ -211,111 +253,36 @@ def progress_bar(step: int | None, total: int | None, width: int = 12) -> str:
     return "█" * full + "░" * (width - full) + f" {frac * 100:.0f} %"
 
 
-# ---- the report headline ---------------------------------------------------------------------
-def _title(results: Mapping[str, Any], key: str) -> str:
-    entry = (results.get("datasets") or {}).get(key) or {}
-    return str(entry.get("title") or key)
+# ---- the report's words ------------------------------------------------------------------------
+TABLE_CAPTION = ("**Trained classifier**: the target's own classifier, trained along with the model · "
+                 "**Zero-shot**: accuracy from text prompts alone · **Linear probe**: accuracy of a simple "
+                 "classifier fitted on the image features · **Change**: after − before, in percentage points, "
+                 "with its 95 % interval · **ECE**: calibration error, lower is better. "
+                 "*Not measurable* means the number would be meaningless; the reason is in the row.")
+
+GLOSSARY_NAMES = {"zs_acc": "Zero-shot accuracy", "lp_acc": "Linear-probe accuracy", "delta": "Change (points)",
+                  "interval": "95 % interval", "noise": "Within noise", "small_test": "Small test set",
+                  "unmeasurable": "Not measurable", "target_acc": "Target accuracy (card)",
+                  "mean_forgetting": "Average change on controls (card)", "worst": "Worst control (card)",
+                  "verdict": "Verdict (card)", "reference": "Kept … of what plain fine-tuning lost",
+                  "ece": "Calibration error (ECE)", "wise_ft": "WiSE-FT", "pareto": "Pareto front",
+                  "target_gain": "Target gain", "seeds": "Repeats over seeds (mean ± sd)"}
 
 
-def _delta(entry: Mapping[str, Any], metric: str) -> float | None:
-    b = (entry.get("before") or {}).get(metric)
-    a = (entry.get("after") or {}).get(metric)
-    return a - b if _ok(a) and _ok(b) else None
+def glossary_items() -> list[tuple[str, str]]:
+    """(the words the report shows, what they mean) for the in-app and the offline glossary."""
+    return [(GLOSSARY_NAMES.get(k, k.replace("_", " ").capitalize()), v) for k, v in GLOSSARY.items()]
 
 
-def target_accuracy(results: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """(before, after) accuracy on the target: the trained head's when known, else zero-shot."""
-    head = results.get("target_head_acc") or {}
-    b, a = head.get("before"), head.get("after")
-    if _ok(b) and _ok(a):
-        return b, a
-    entry = (results.get("datasets") or {}).get(results.get("target")) or {}
-    return (entry.get("before") or {}).get("zs_acc"), (entry.get("after") or {}).get("zs_acc")
-
-
-def forgetting_summary(results: Mapping[str, Any], metric: str = "zs_acc") -> dict[str, Any]:
-    """Mean change over the control datasets where both sides exist, the worst one, and the gaps.
-
-    Computed from ``datasets`` (not ``summary``) so the sentence and the charts always agree.
-    """
-    deltas: dict[str, float] = {}
-    missing: list[str] = []
-    for key, entry in (results.get("datasets") or {}).items():
-        if entry.get("role") in ("target", "sequence") or key == results.get("target"):
-            continue  # forgetting is measured on controls only, not on tasks fine-tuned on
-        d = _delta(entry, metric)
-        if d is None:
-            missing.append(key)
-        else:
-            deltas[key] = d
-    mean = sum(deltas.values()) / len(deltas) if deltas else None
-    worst = min(deltas, key=deltas.get) if deltas else None
-    return {"mean": mean, "n": len(deltas), "worst": worst, "worst_delta": deltas.get(worst) if worst else None,
-            "missing": missing, "deltas": deltas}
-
-
-def headline(results: Mapping[str, Any], markup: str = "md") -> str:
-    """The report's first sentence(s), for someone who reads only this; ``markup`` is "md" or "html".
-
-    "Fine-tuning on *quadrant* raised its accuracy from 31 % to 97 %; the model lost on average
-    4.2 points on the 5 other datasets, worst *colour* −11.0."
-    """
-    def em(raw: str) -> str:
-        return f"<em>{html_escape(raw)}</em>" if markup == "html" else f"*{md_escape(raw)}*"
-
-    target = results.get("target") or ""
-    tname = _title(results, target) if target else "the target"
-    before, after = target_accuracy(results)
-    if _ok(before) and _ok(after):
-        verb = "raised" if after > before + 5e-4 else "lowered" if after < before - 5e-4 else "kept"
-        if verb == "kept":
-            first = f"Fine-tuning on {em(tname)} kept its accuracy at {pct(after)}"
-        else:
-            first = f"Fine-tuning on {em(tname)} {verb} its accuracy from {pct(before)} to {pct(after)}"
-    elif _ok(after):
-        first = f"After fine-tuning on {em(tname)} its accuracy is {pct(after)}"
-    else:
-        first = f"Fine-tuning on {em(tname)}: the target accuracy was not measured"
-
-    s = forgetting_summary(results)
-    if s["n"] == 0:
-        second = ("no other datasets were measured, so forgetting is unknown" if not s["missing"]
-                  else f"forgetting was not measured on the {len(s['missing'])} other datasets")
-    else:
-        others = f"{s['n']} other dataset" + ("s" if s["n"] != 1 else "")
-        mean = s["mean"]
-        if abs(mean) < 5e-4:
-            second = f"the model held steady on the {others} (average change ±0.0 points)"
-        elif mean < 0:
-            second = f"the model lost on average {points(-mean, sign=False)} points on the {others}"
-        else:
-            second = f"the model gained on average {points(mean, sign=False)} points on the {others}"
-        wd = s["worst_delta"]
-        if s["n"] > 1 and wd is not None and wd < -5e-4:
-            second += f", worst {em(_title(results, s['worst']))} {points(wd)}"
-        if s["missing"]:
-            second += f" ({len(s['missing'])} more not measured)"
-    seq = (results.get("continual") or {}).get("sequence") or []
-    if len(seq) > 1:  # say what came before the last task, and where the per-task story is
-        first = f"Continual fine-tuning on {' → '.join(em(_title(results, k)) for k in seq)}. Its last stage: " \
-            + first[0].lower() + first[1:]
-        second += "; the accuracy matrix below shows every task after every stage"
-    return f"{first}; {second}."
-
-
-# (lowest mean change on the controls, in points, that still earns the label), best first
-VERDICTS: tuple[tuple[float, str], ...] = (
-    (-1.0, "Little or no forgetting"),
-    (-5.0, "Some forgetting"),
-    (-15.0, "Clear forgetting"),
-    (-float("inf"), "Strong forgetting"),
-)
-
-
-def verdict(results: Mapping[str, Any]) -> str:
-    """A few-word reading of the mean forgetting for the report's summary card (``VERDICTS``)."""
-    s = forgetting_summary(results)
-    if s["mean"] is None:
-        return "Unknown"
-    m = s["mean"] * 100
-    return next(label for floor, label in VERDICTS if m >= floor)
+def run_facts(results: Mapping[str, Any], method_title: str = "") -> str:
+    """'LDIFS · model concept-clip-tiny · 300 steps · seed 0' under the run's title (escaped)."""
+    spec = results.get("spec") or {}
+    parts = [method_title or str(results.get("method") or "")]
+    if spec.get("backbone"):
+        parts.append(f"model {spec['backbone']}")
+    steps = ((results.get("training") or {}).get("steps") or (spec.get("optim") or {}).get("steps"))
+    if steps:
+        parts.append(f"{steps} training steps")
+    if spec.get("seed") is not None:
+        parts.append(f"seed {spec['seed']}")
+    return md_escape(" · ".join(p for p in parts if p))

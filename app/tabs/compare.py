@@ -8,11 +8,11 @@ from typing import Any
 
 import gradio as gr
 
-from .. import charts, forms, text
+from .. import charts, forms, story, text
 from ..charts import RunEntry
 from ..context import AppContext, on_page_load, user_errors
+from .common import DONE, PRIVATE, Names, bind
 
-PRIVATE = dict(api_visibility="private")
 MAX_RUNS = 12
 DEFAULT_RUNS = 6
 SUMMARY_HEADERS = ["Run", "Method", "Target", "Target gain (points)", "Average change on controls (points)",
@@ -25,7 +25,7 @@ def summary_rows(runs: Sequence[RunEntry]) -> list[list[str]]:
     front = {complete[i] for i in charts.pareto_front([pts[i] for i in complete])}  # type: ignore[misc]
     rows = []
     for i, (r, (gain, mean)) in enumerate(zip(runs, pts)):
-        s = text.forgetting_summary(r.results)
+        s = story.forgetting_summary(r.results)
         worst = ""
         if s["worst"]:
             title = ((r.results.get("datasets") or {}).get(s["worst"]) or {}).get("title") or s["worst"]
@@ -51,63 +51,93 @@ def diff_table(specs: Sequence[dict], labels: Sequence[str]) -> tuple[list[str],
 @dataclass
 class CompareTab:
     picker: gr.Dropdown
-    refresh_fn: Any
+    metric: gr.Radio
+    refresh: gr.Button
+    outputs: list
 
 
-def build(ctx: AppContext, nav: Any) -> CompareTab:
-    api = ctx.api
+def layout() -> CompareTab:
     gr.Markdown("Which method gives the most gain for the least forgetting? Pick finished runs "
                 "(each keeps its colour everywhere).", elem_classes="tab-intro")
     with gr.Row():
         picker = gr.Dropdown(choices=[], value=[], multiselect=True, max_choices=MAX_RUNS, label="Runs to compare",
                              scale=4, elem_id="compare-picker")
         metric = gr.Radio([("Zero-shot", "zs_acc"), ("Linear probe", "lp_acc")], value="zs_acc", label="Metric",
-                          scale=1)
-        refresh = gr.Button("Refresh", size="sm", scale=0, min_width=100)
+                          scale=1, elem_id="compare-metric")
+        refresh = gr.Button("Refresh list", size="sm", scale=0, min_width=120, elem_id="compare-refresh")
     empty = gr.Markdown(text.EMPTY_COMPARE, elem_id="compare-empty")
     with gr.Column(visible=False) as body:
         scatter = gr.Plot(show_label=False, elem_id="compare-scatter")
         gr.Markdown(text.CHART_CAPTIONS["scatter"], elem_classes="caption")
         heat = gr.Plot(show_label=False, elem_id="compare-heatmap")
         gr.Markdown(text.CHART_CAPTIONS["heatmap"], elem_classes="caption")
-        summary = gr.Dataframe(headers=SUMMARY_HEADERS, value=[], interactive=False, label="Summary", wrap=True)
+        summary = gr.Dataframe(headers=SUMMARY_HEADERS, value=[], interactive=False, label="Summary", wrap=True,
+                               elem_id="compare-summary", pinned_columns=1)
         diff = gr.Dataframe(value=[], interactive=False, label="Settings that differ", wrap=True,
-                            elem_id="compare-diff")
+                            elem_id="compare-diff", pinned_columns=1)
+    return CompareTab(picker, metric, refresh, [empty, body, scatter, heat, summary, diff])
 
-    def _runs(user: str, ids: Sequence[str]) -> list[RunEntry]:
-        runs = []
-        for jid in list(ids or [])[:MAX_RUNS]:
-            res = api.get_results(user, jid)
-            if res is None:
-                continue
-            job = api.get_job(user, jid)
-            runs.append(RunEntry(str(jid), str(job.title), res))
-        colours = charts.run_colours([r.id for r in runs])
-        return [RunEntry(r.id, r.label, r.results, colours[r.id]) for r in runs]
 
-    @user_errors
-    def on_compare(ids: Sequence[str], metric_v: str, request: gr.Request) -> list:
-        runs = _runs(ctx.user(request), ids)
-        if len(runs) < 2:
-            msg = text.EMPTY_COMPARE if not runs else "Pick at least one more finished run."
-            return [gr.Markdown(msg, visible=True), gr.Column(visible=False)] + [gr.skip()] * 4
-        labels = [f"{r.label} ({r.id[:8]})" for r in runs]
-        headers, rows = diff_table([r.results.get("spec") or {} for r in runs], labels)
-        if not rows:
-            headers, rows = ["Setting"], [["The runs have identical settings (except the seed, if any)."]]
-        return [gr.Markdown(visible=False), gr.Column(visible=True), charts.tradeoff_scatter(runs),
-                charts.compare_heatmap(runs, metric_v), summary_rows(runs), gr.Dataframe(value=rows, headers=headers)]
+def _runs(ctx: AppContext, user: str, ids: Sequence[str]) -> list[RunEntry]:
+    names = Names.load(ctx.api, user)
+    runs = []
+    for jid in list(ids or [])[:MAX_RUNS]:
+        res = ctx.api.get_results(user, jid)
+        if res is None:
+            continue
+        runs.append(RunEntry(str(jid), names.title(ctx.api.get_job(user, jid)), res))
+    colours = charts.run_colours([r.id for r in runs])
+    return [RunEntry(r.id, r.label, r.results, colours[r.id]) for r in runs]
 
-    @user_errors
-    def on_refresh(ids: Sequence[str], request: gr.Request) -> Any:
-        jobs = api.list_jobs(ctx.user(request), states=("DONE",), limit=200)
-        valid = {str(j.id) for j in jobs}
-        keep = [i for i in (ids or []) if i in valid] or [str(j.id) for j in jobs[:DEFAULT_RUNS]]
-        return gr.Dropdown(choices=[(f"{j.title} · {j.method} · {str(j.id)[:8]}", str(j.id)) for j in jobs], value=keep)
 
-    outs = [empty, body, scatter, heat, summary, diff]
-    gr.on([picker.change, metric.change], on_compare, [picker, metric], outs, api_name="compare_draw",
-          trigger_mode="always_last", **PRIVATE)
-    refresh.click(on_refresh, picker, picker, api_name="compare_refresh", **PRIVATE)
-    nav.demo.load(on_page_load(on_refresh, 1), picker, picker, api_name="compare_load", **PRIVATE)
-    return CompareTab(picker, on_refresh)
+@user_errors
+def draw(ctx: AppContext, ids: Sequence[str], metric_v: str, request: gr.Request) -> list:
+    runs = _runs(ctx, ctx.user(request), ids)
+    if len(runs) < 2:
+        msg = text.EMPTY_COMPARE if not runs else "Pick at least one more finished run."
+        return [gr.Markdown(msg, visible=True), gr.Column(visible=False)] + [gr.skip()] * 4
+    labels = [f"{r.label} ({r.id[:8]})" for r in runs]
+    headers, rows = diff_table([r.results.get("spec") or {} for r in runs], labels)
+    if not rows:
+        headers, rows = ["Setting"], [["The runs have identical settings (except the seed, if any)."]]
+    return [gr.Markdown(visible=False), gr.Column(visible=True), charts.tradeoff_scatter(runs),
+            charts.compare_heatmap(runs, metric_v), summary_rows(runs), gr.Dataframe(value=rows, headers=headers)]
+
+
+@user_errors
+def refresh_list(ctx: AppContext, ids: Sequence[str], request: gr.Request) -> Any:
+    """New finished runs join the list; the runs picked stay picked (the newest few when none is)."""
+    user = ctx.user(request)
+    jobs = ctx.api.list_jobs(user, states=(DONE,), limit=200)
+    valid = {str(j.id) for j in jobs}
+    choices = Names.load(ctx.api, user).run_choices(jobs)
+    keep = [i for i in (ids or []) if i in valid]
+    if keep and len(keep) == len(ids or []):
+        return gr.Dropdown(choices=choices)
+    return gr.Dropdown(choices=choices, value=keep or [str(j.id) for j in jobs[:DEFAULT_RUNS]])
+
+
+@user_errors
+def list_only(ctx: AppContext, request: gr.Request) -> Any:
+    user = ctx.user(request)
+    return gr.Dropdown(choices=Names.load(ctx.api, user).run_choices(
+        ctx.api.list_jobs(user, states=(DONE,), limit=200)))
+
+
+def wire(ctx: AppContext, nav: Any, tab: CompareTab) -> None:
+    gr.on([tab.picker.change, tab.metric.change], bind(draw, ctx), [tab.picker, tab.metric], tab.outputs,
+          api_name="compare_draw", trigger_mode="always_last", **PRIVATE)
+    refresh = bind(refresh_list, ctx)
+    tab.refresh.click(refresh, tab.picker, tab.picker, api_name="compare_refresh", **PRIVATE)
+    # On page load only the list; the default runs are picked (and drawn) when the tab is first opened.
+    nav.demo.load(on_page_load(bind(list_only, ctx), 1), None, tab.picker, api_name="compare_load", **PRIVATE)
+
+
+def wire_tab(ctx: AppContext, tab_component: gr.Tab, tab: CompareTab) -> None:
+    tab_component.select(bind(refresh_list, ctx), tab.picker, tab.picker, api_name="compare_tab", **PRIVATE)
+
+
+def build(ctx: AppContext, nav: Any) -> CompareTab:
+    tab = layout()
+    wire(ctx, nav, tab)
+    return tab

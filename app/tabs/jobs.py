@@ -15,15 +15,20 @@ import gradio as gr
 
 from .. import charts, forms, text
 from ..context import AppContext, on_page_load, quiet, user_errors
+from .common import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, PRIVATE, QUEUED, RUNNING, STOPPED, Names, bind
 
-PRIVATE = dict(api_visibility="private")
-ACTIVE = ("QUEUED", "RUNNING")
-FINISHED = ("DONE", "FAILED", "CANCELLED", "INTERRUPTED")
 FILTERS = {"Active": ACTIVE, "Finished": FINISHED, "All": None}
-PHASES = {"starting": "starting the engine", "load": "loading the model and datasets",
+# What the run is doing now, in words. Both the engine's progress phases (JobView.phase, issue 11) and
+# the older event names are understood.
+PHASES = {"starting": "starting the engine", "queued": "waiting for a worker",
+          "loading": "loading the model and datasets", "load": "loading the model and datasets",
+          "evaluating_before": "measuring the model before fine-tuning",
           "before_eval": "measuring the model before fine-tuning", "sanity": "checking one training step",
-          "train": "fine-tuning", "after_eval": "measuring the fine-tuned model", "wise_ft": "computing WiSE-FT mixes",
-          "done": "writing the report"}
+          "fine_tuning": "fine-tuning", "train": "fine-tuning",
+          "evaluating_after": "measuring the fine-tuned model", "after_eval": "measuring the fine-tuned model",
+          "wise_ft": "computing WiSE-FT mixes", "writing_results": "writing the report", "done": "writing the report"}
+TRAINING = ("fine_tuning", "train")
+STARTING_NOTICE = "starting the engine"
 TABLE_HEADERS = ["Run", "State", "Progress", "ETA", "Method", "Target", "Created", "ID"]
 
 
@@ -34,53 +39,81 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%d %b %H:%M")
 
 
-def jobs_table(jobs: Sequence[Any]) -> list[list[str]]:
+def _phase(job: Any) -> str | None:
+    p = getattr(job, "phase", None)
+    return p if p in PHASES else None
+
+
+def _progress_cell(j: Any) -> str:
+    if j.state == QUEUED:
+        return "waiting"
+    phase = _phase(j)
+    if j.state == RUNNING and phase and phase not in TRAINING and phase != "starting":
+        pp = getattr(j, "phase_progress", None)
+        return PHASES[phase] + (f" {pp * 100:.0f} %" if isinstance(pp, (int, float)) else "")
+    return text.progress_bar(j.step, j.total_steps)
+
+
+def jobs_table(jobs: Sequence[Any], names: Names | None = None) -> list[list[str]]:
     """Rows for the job table (plain text cells: titles are shown as text, never as markup)."""
+    names = names or Names({}, {})
     rows = []
     for j in jobs:
-        eta = text.duration(j.eta_s) if j.state == "RUNNING" else "—"
-        prog = text.progress_bar(j.step, j.total_steps) if j.state != "QUEUED" else "waiting"
-        rows.append([str(j.title), text.state_badge(j.state), prog, eta, str(j.method), str(j.target),
-                     _when(j.created_at), str(j.id)[:8]])
+        eta = text.duration(j.eta_s) if j.state == RUNNING and _phase(j) in (None, *TRAINING) else "—"
+        rows.append([names.title(j), text.state_badge(j.state), _progress_cell(j), eta, names.method(j.method),
+                     names.dataset(j.target), _when(j.created_at), str(j.id)[:8]])
     return rows
 
 
-def job_choices(jobs: Sequence[Any]) -> list[tuple[str, str]]:
-    return [(f"{j.title} · {text.state_badge(j.state)} · {str(j.id)[:8]}", str(j.id)) for j in jobs]
+def job_choices(jobs: Sequence[Any], names: Names | None = None) -> list[tuple[str, str]]:
+    names = names or Names({}, {})
+    return [(f"{names.title(j)} · {text.state_badge(j.state)} · {str(j.id)[:8]}", str(j.id)) for j in jobs]
 
 
 def pick_default(jobs: Sequence[Any]) -> str | None:
     """Re-attach: the running job if any, else the newest queued, else the newest."""
-    for states in (("RUNNING",), ("QUEUED",), None):
+    for states in ((RUNNING,), (QUEUED,), None):
         for j in jobs:  # newest first
             if states is None or j.state in states:
                 return str(j.id)
     return None
 
 
-def progress_html(job: Any) -> str:
-    """A progress bar built from numbers only (no user text reaches this HTML)."""
-    total = int(job.total_steps or 0)
-    step = int(job.step or 0)
-    frac = min(max(step / total, 0.0), 1.0) if total else (1.0 if job.state == "DONE" else 0.0)
-    pct = int(round(frac * 100))
-    parts = [f"{pct} %"]
-    if total:
-        parts.append(f"step {step}/{total}")
-    if job.state == "RUNNING" and job.eta_s is not None:
-        parts.append(f"about {text.duration(job.eta_s)} left")
-    cls = {"DONE": "done", "FAILED": "failed", "CANCELLED": "stopped", "INTERRUPTED": "stopped"}.get(job.state, "")
-    anim = " running" if job.state == "RUNNING" else ""
-    return (f'<div class="ldifs-progress {cls}{anim}" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
-            f'aria-valuenow="{pct}"><div class="fill" style="width:{pct}%"></div>'
-            f'<span class="label">{text.html_text(" · ".join(parts))}</span></div>')
+def progress_html(job: Any, title: str = "") -> str:
+    """A progress bar built from numbers and fixed words only (no user text reaches this HTML).
+
+    While the run trains, it shows steps and the time left; in the phases after (or before) training
+    it shows that phase and its own progress, so a finished training does not read "100 %, 0 s left"
+    while the model is still being measured."""
+    total, step = int(job.total_steps or 0), int(job.step or 0)
+    phase = _phase(job)
+    pp = getattr(job, "phase_progress", None)
+    running = job.state == RUNNING
+    if running and phase and phase not in TRAINING:
+        frac = min(max(float(pp), 0.0), 1.0) if isinstance(pp, (int, float)) else None
+        parts = [PHASES[phase].capitalize()] + ([f"{frac * 100:.0f} %"] if frac is not None else [])
+    else:
+        frac = min(max(step / total, 0.0), 1.0) if total else (1.0 if job.state == DONE else 0.0)
+        parts = [f"{frac * 100:.0f} %"] + ([f"step {step}/{total}"] if total else [])
+        if running and job.eta_s is not None:
+            parts.append(f"about {text.duration(job.eta_s)} left")
+    pct = None if frac is None else int(round(frac * 100))
+    cls = {DONE: "done", FAILED: "failed", CANCELLED: "stopped", INTERRUPTED: "stopped"}.get(job.state, "")
+    anim = " running" if running else ""
+    label = " · ".join(parts)
+    value = f'aria-valuenow="{pct}" ' if pct is not None else ""
+    return (f'<div class="ldifs-progress {cls}{anim}" role="progressbar" aria-label="Run progress" '
+            f'aria-valuemin="0" aria-valuemax="100" {value}aria-valuetext="{text.html_escape(label)}">'
+            f'<div class="fill" style="width:{pct if pct is not None else 100}%"></div>'
+            f'<span class="label">{text.html_text(label)}</span></div>')
 
 
-def job_summary(job: Any) -> str:
+def job_summary(job: Any, names: Names | None = None) -> str:
     """Markdown: title, state and the numbers a user watches."""
-    lines = [f"### {text.md_escape(job.title)}",
-             f"{text.state_badge(job.state)} · {text.md_escape(job.method)} on {text.md_escape(job.target)} · "
-             f"job `{text.md_escape(job.id)}`"]
+    names = names or Names({}, {})
+    lines = [f"### {text.md_escape(names.title(job))}",
+             f"{text.state_badge(job.state)} · {text.md_escape(names.method(job.method))} on "
+             f"{text.md_escape(names.dataset(job.target))} · job `{text.md_escape(job.id)}`"]
     facts = []
     if job.samples_per_s:
         facts.append(f"{job.samples_per_s:,.0f} images/s")
@@ -97,17 +130,28 @@ def job_summary(job: Any) -> str:
         facts.append(f"out-of-memory back-off: micro-batch {micro}")
     if facts:
         lines.append(" · ".join(facts))
-    phase = getattr(job, "phase", None)
-    if job.state == "RUNNING" and phase in PHASES:
+    phase = _phase(job)
+    if job.state == RUNNING and phase:
         lines.append(f"Now: {PHASES[phase]}")
-    if job.state == "RUNNING" and getattr(job, "cancel_requested", None):
+    if job.state == RUNNING and getattr(job, "cancel_requested", None):
         lines.append("⚠ Stop requested: the run is saving a checkpoint and will stop shortly."
                      if job.cancel_requested == "stop" else "⚠ Kill requested.")
-    duplicate = job.state == "RUNNING" and phase in PHASES and PHASES[phase] in job.message.lower()
-    if job.message and not duplicate:
-        icon = "✗" if job.state == "FAILED" else "ℹ"
+    if job.message and not _stale(job):
+        icon = "✗" if job.state == FAILED else "ℹ"
         lines.append(f"\n{icon} {text.md_escape(job.message)}")
     return "\n\n".join(lines)
+
+
+def _stale(job: Any) -> bool:
+    """A message that no longer says anything: the start notice once the engine reports a later phase,
+    or the words of the phase already shown."""
+    msg = (job.message or "").lower()
+    phase = _phase(job)
+    if job.state != RUNNING:
+        return False
+    if STARTING_NOTICE in msg and phase != "starting":
+        return True
+    return bool(phase and PHASES[phase] in msg)
 
 
 BUTTONS = (("stop", "Stop & save", "secondary", "Ask the run to save a checkpoint and stop; it can be resumed."),
@@ -121,11 +165,11 @@ BUTTONS = (("stop", "Stop & save", "secondary", "Ask the run to save a checkpoin
 def button_states(state: str | None) -> dict[str, bool]:
     """Which controls make sense for a job in ``state`` (derived from the record, never UI memory)."""
     return {
-        "stop": state == "RUNNING",
-        "kill": state == "RUNNING",
-        "cancel": state == "QUEUED",
-        "resume": state in ("CANCELLED", "INTERRUPTED", "FAILED"),
-        "report": state == "DONE",
+        "stop": state == RUNNING,
+        "kill": state == RUNNING,
+        "cancel": state == QUEUED,
+        "resume": state in (*STOPPED, FAILED),
+        "report": state == DONE,
         "clone": state is not None,
     }
 
@@ -145,27 +189,44 @@ def merge_points(cached: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str,
     return [by_step[k] for k in sorted(by_step)]
 
 
-# ---- the tab ----------------------------------------------------------------------------------------------
+# ---- layout ---------------------------------------------------------------------------------------------
 @dataclass
 class JobsTab:
+    filter: gr.Radio
+    refresh: gr.Button
+    empty: gr.Markdown
     table: gr.Dataframe
     picker: gr.Dropdown
+    panel: gr.Group
     summary: gr.Markdown
     progress: gr.HTML
+    buttons: dict[str, gr.Button]
+    help: gr.Markdown
     plot: gr.Plot
+    smoothing: gr.Slider
+    log_y: gr.Checkbox
+    logs: gr.Code
+    spec: gr.Code
     timer: gr.Timer
+    cache: gr.State
+    ids: gr.State
+
+    @property
+    def list_outputs(self) -> list:
+        return [self.table, self.picker, self.empty, self.ids]
+
+    @property
+    def panel_outputs(self) -> list:
+        return [self.panel, self.summary, self.progress, self.plot, self.logs, self.spec, self.help] + \
+            [self.buttons[k] for k, *_ in BUTTONS]
+
+    @property
+    def report_button(self) -> gr.Button:
+        return self.buttons["report"]
 
 
-def build(ctx: AppContext, nav: Any) -> JobsTab:
-    api = ctx.api
-    with gr.Row():
-        flt = gr.Radio(list(FILTERS), value="All", label="Show", scale=2, elem_id="jobs-filter")
-        refresh = gr.Button("Refresh", size="sm", scale=0, min_width=100)
-    empty = gr.Markdown(text.EMPTY_JOBS, visible=True, elem_id="jobs-empty")
-    table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, wrap=True, elem_id="jobs-table",
-                         column_widths=["22%", "11%", "18%", "9%", "8%", "10%", "12%", "10%"], max_height=360)
-    picker = gr.Dropdown(choices=[], value=None, label="Selected run", elem_id="job-picker", allow_custom_value=False)
-    with gr.Group(visible=False) as panel:
+def _panel() -> tuple:
+    with gr.Group(visible=False, elem_id="job-panel") as panel:
         with gr.Row():
             with gr.Column(scale=3):
                 summary = gr.Markdown(elem_id="job-summary", padding=True)
@@ -186,147 +247,177 @@ def build(ctx: AppContext, nav: Any) -> JobsTab:
             with gr.Column():
                 spec_box = gr.Code(label="Spec (frozen at submit time)", language="yaml", lines=12, max_lines=60,
                                    interactive=False)
+    return panel, summary, progress, btns, help_md, plot, smoothing, log_y, logs, spec_box
+
+
+def layout(ctx: AppContext) -> JobsTab:
+    with gr.Row():
+        flt = gr.Radio(list(FILTERS), value="All", label="Show", scale=2, elem_id="jobs-filter")
+        refresh = gr.Button("Refresh", size="sm", scale=0, min_width=100, elem_id="jobs-refresh")
+    empty = gr.Markdown(text.EMPTY_JOBS, visible=True, elem_id="jobs-empty")
+    table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, wrap=True, elem_id="jobs-table",
+                         column_widths=["22%", "11%", "18%", "9%", "8%", "10%", "12%", "10%"], max_height=360,
+                         pinned_columns=1)
+    picker = gr.Dropdown(choices=[], value=None, label="Selected run", elem_id="job-picker", allow_custom_value=False)
+    panel, summary, progress, btns, help_md, plot, smoothing, log_y, logs, spec_box = _panel()
     timer = gr.Timer(ctx.poll_s, active=True)
-    cache = gr.State({})
-    ids = gr.State([])  # full job ids in table order (the table shows short ones)
+    return JobsTab(flt, refresh, empty, table, picker, panel, summary, progress, btns, help_md, plot, smoothing,
+                   log_y, logs, spec_box, timer, gr.State({}), gr.State([]))
 
-    def _points(user: str, job_id: str, cache_v: Mapping[str, Any]) -> tuple[list[dict], bool]:
-        cached = cache_v.get("points", []) if cache_v.get("job") == job_id else []
-        last = int(cached[-1]["step"]) if cached else 0
-        new = api.job_metrics(user, job_id, after_step=last)
-        return merge_points(cached, new), bool(new)
 
-    def panel_updates(user: str, job_id: str | None, smooth: float, logy: bool) -> tuple[list, dict]:
-        """Every per-job output, fully refreshed (selection change, button press)."""
-        if not job_id:
-            return [gr.Group(visible=False), "", "", charts.empty_figure(text.SELECT_JOB), "", "", ""] + \
-                   [gr.Button(visible=False) for _ in BUTTONS], {}
-        job = api.get_job(user, job_id)
-        pts, _ = _points(user, job_id, {})
-        vis = button_states(job.state)
-        new_cache = {"job": job_id, "points": pts, "state": job.state, "step": job.step, "msg": job.message}
-        return ([gr.Group(visible=True), job_summary(job), progress_html(job),
-                 charts.live_training(pts, smooth, logy), _logs(user, job_id),
-                 forms.spec_yaml(forms.canonical(job.spec)), button_help(job.state)]
-                + [gr.Button(visible=vis[k]) for k, *_ in BUTTONS], new_cache)
+# ---- handlers ---------------------------------------------------------------------------------------------
+def _points(ctx: AppContext, user: str, job_id: str, cache_v: Mapping[str, Any]) -> tuple[list[dict], bool]:
+    cached = cache_v.get("points", []) if cache_v.get("job") == job_id else []
+    last = int(cached[-1]["step"]) if cached else 0
+    new = ctx.api.job_metrics(user, job_id, after_step=last)
+    return merge_points(cached, new), bool(new)
 
-    def _logs(user: str, job_id: str) -> str:
-        return "\n".join(api.job_logs(user, job_id, n=40)) or "(no log lines yet)"
 
-    panel_outputs = [panel, summary, progress, plot, logs, spec_box, help_md] + [btns[k] for k, *_ in BUTTONS]
+def _logs(ctx: AppContext, user: str, job_id: str) -> str:
+    return "\n".join(ctx.api.job_logs(user, job_id, n=40)) or "(no log lines yet)"
 
-    def list_for(user: str, flt_v: str) -> list:
-        return api.list_jobs(user, states=FILTERS.get(flt_v), limit=200)
 
-    @user_errors
-    def on_select(job_id: str | None, smooth: float, logy: bool, request: gr.Request) -> list:
-        ups, c = panel_updates(ctx.user(request), job_id, smooth, logy)
-        return ups + [c]
+def _list(ctx: AppContext, user: str, flt_v: str) -> list:
+    return ctx.api.list_jobs(user, states=FILTERS.get(flt_v), limit=200)
 
-    def tick(flt_v: str, job_id: str | None, cache_v: dict, smooth: float, logy: bool, request: gr.Request) -> list:
-        """Cheap poll: table + the selected job's new points; unchanged outputs are skipped."""
-        user = ctx.user(request)
-        jobs = list_for(user, flt_v)
-        rows = jobs_table(jobs)
-        sig = hash(str(rows))
-        out: list = []
-        if sig != cache_v.get("table_sig"):
-            out += [rows, gr.Dropdown(choices=job_choices(jobs)), gr.Markdown(visible=not jobs),
-                    [str(j.id) for j in jobs]]
-        else:
-            out += [gr.skip()] * 4
-        new_cache = dict(cache_v, table_sig=sig)
-        if not job_id or job_id != cache_v.get("job"):
-            return out + [gr.skip()] * len(panel_outputs) + [new_cache]
-        job = next((j for j in jobs if str(j.id) == job_id), None) or api.get_job(user, job_id)
-        pts, got_new = _points(user, job_id, cache_v)
-        changed = (job.state, job.step, job.message) != (cache_v.get("state"), cache_v.get("step"), cache_v.get("msg"))
-        if not got_new and not changed:
-            return out + [gr.skip()] * len(panel_outputs) + [new_cache]
-        vis = button_states(job.state)
-        new_cache.update(points=pts, state=job.state, step=job.step, msg=job.message)
-        return out + [gr.skip(), job_summary(job), progress_html(job),
-                      charts.live_training(pts, smooth, logy) if got_new or changed else gr.skip(),
-                      _logs(user, job_id), gr.skip(),
-                      button_help(job.state) if job.state != cache_v.get("state") else gr.skip()] + \
-            [gr.Button(visible=vis[k]) for k, *_ in BUTTONS] + [new_cache]
 
-    tick_outputs = [table, picker, empty, ids] + panel_outputs + [cache]
-    timer.tick(quiet(tick, lambda *a, **k: [gr.skip()] * len(tick_outputs)),
-               [flt, picker, cache, smoothing, log_y], tick_outputs, api_name="jobs_tick", concurrency_limit=None,
-               show_progress="hidden", queue=False, **PRIVATE)
+def _signature(job: Any) -> tuple:
+    return (job.state, job.step, job.message, getattr(job, "phase", None), getattr(job, "phase_progress", None))
 
-    @user_errors
-    def on_refresh(flt_v: str, job_id: str | None, request: gr.Request) -> list:
-        user = ctx.user(request)
-        jobs = list_for(user, flt_v)
-        job_ids = [str(j.id) for j in jobs]
-        keep = job_id if job_id in job_ids else pick_default(jobs)
-        return [jobs_table(jobs), gr.Dropdown(choices=job_choices(jobs), value=keep), gr.Markdown(visible=not jobs),
-                job_ids]
 
-    list_outputs = [table, picker, empty, ids]
-    refresh.click(on_refresh, [flt, picker], list_outputs, api_name="jobs_refresh", **PRIVATE)
-    flt.change(on_refresh, [flt, picker], list_outputs, api_name="jobs_filter", **PRIVATE)
-    nav.demo.load(on_page_load(on_refresh, len(list_outputs)), [flt, picker], list_outputs, api_name="jobs_load",
-                  **PRIVATE)
-    picker.change(on_select, [picker, smoothing, log_y], panel_outputs + [cache], api_name="jobs_select",
-                  show_progress="hidden", **PRIVATE)
+def panel_updates(ctx: AppContext, user: str, job_id: str | None, smooth: float, logy: bool) -> list:
+    """Every per-job output fully refreshed (selection change, button press), then the new cache."""
+    if not job_id:
+        return [gr.Group(visible=False), "", "", charts.empty_figure(text.SELECT_JOB), "", "", ""] + \
+               [gr.Button(visible=False) for _ in BUTTONS] + [{}]
+    job = ctx.api.get_job(user, job_id)
+    names = Names.load(ctx.api, user)
+    pts, _ = _points(ctx, user, job_id, {})
+    vis = button_states(job.state)
+    cache = {"job": job_id, "points": pts, "sig": _signature(job)}
+    return ([gr.Group(visible=True), job_summary(job, names), progress_html(job),
+             charts.live_training(pts, smooth, logy), _logs(ctx, user, job_id),
+             forms.spec_yaml(forms.canonical(job.spec)), button_help(job.state)]
+            + [gr.Button(visible=vis[k]) for k, *_ in BUTTONS] + [cache])
 
-    def on_replot(cache_v: dict, smooth: float, logy: bool) -> Any:
-        return charts.live_training(cache_v.get("points", []), smooth, logy) if cache_v.get("job") else gr.skip()
 
-    gr.on([smoothing.release, log_y.input], on_replot, [cache, smoothing, log_y], plot, api_name="jobs_replot",
-          show_progress="hidden", **PRIVATE)
+@user_errors
+def select_job(ctx: AppContext, job_id: str | None, smooth: float, logy: bool, request: gr.Request) -> list:
+    return panel_updates(ctx, ctx.user(request), job_id, smooth, logy)
 
-    def on_row(evt: gr.SelectData, ids_v: list) -> Any:
-        try:
-            return ids_v[evt.index[0]]
-        except (IndexError, TypeError, KeyError):
-            return gr.skip()
 
-    table.select(on_row, ids, picker, api_name="jobs_row", **PRIVATE)
+def list_updates(jobs: Sequence[Any], names: Names, value: Any = None) -> list:
+    """The table, the picker (choices; a value only when given), the empty note and the id order."""
+    picker = gr.Dropdown(choices=job_choices(jobs, names)) if value is None else \
+        gr.Dropdown(choices=job_choices(jobs, names), value=value)
+    return [jobs_table(jobs, names), picker, gr.Markdown(visible=not jobs), [str(j.id) for j in jobs]]
 
-    def action(kind: str):
-        @user_errors
-        def run(job_id: str | None, smooth: float, logy: bool, request: gr.Request) -> list:
-            user = ctx.user(request)
-            if not job_id:
-                raise gr.Error("Select a run first.")
-            if kind == "resume":
-                api.resume(user, job_id)
-                gr.Info("Resuming from the last checkpoint.")
-            else:
-                mode = "kill" if kind == "kill" else "stop"
-                api.cancel(user, job_id, mode=mode)
-                gr.Info({"stop": "Stop requested: the run saves a checkpoint and stops.",
-                         "kill": "Kill requested.", "cancel": "Removed from the queue."}[kind])
-            ups, c = panel_updates(user, job_id, smooth, logy)
-            return ups + [c]
-        return run
 
+def tick(ctx: AppContext, n_panel: int, flt_v: str, job_id: str | None, cache_v: dict, smooth: float, logy: bool,
+         request: gr.Request) -> list:
+    """Cheap poll: table + the selected job's new points; unchanged outputs are skipped."""
+    user = ctx.user(request)
+    jobs = _list(ctx, user, flt_v)
+    names = Names.load(ctx.api, user)
+    rows = jobs_table(jobs, names)
+    sig = hash(str(rows))
+    out = list_updates(jobs, names) if sig != cache_v.get("table_sig") else [gr.skip()] * 4
+    new_cache = dict(cache_v, table_sig=sig)
+    if not job_id or job_id != cache_v.get("job"):
+        return out + [gr.skip()] * n_panel + [new_cache]
+    job = next((j for j in jobs if str(j.id) == job_id), None) or ctx.api.get_job(user, job_id)
+    pts, got_new = _points(ctx, user, job_id, cache_v)
+    changed = _signature(job) != tuple(cache_v.get("sig") or ())
+    if not got_new and not changed:
+        return out + [gr.skip()] * n_panel + [new_cache]
+    vis = button_states(job.state)
+    old_state = (cache_v.get("sig") or [None])[0]
+    new_cache.update(points=pts, sig=_signature(job))
+    return out + [gr.skip(), job_summary(job, names), progress_html(job), charts.live_training(pts, smooth, logy),
+                  _logs(ctx, user, job_id), gr.skip(), button_help(job.state) if job.state != old_state else gr.skip()] + \
+        [gr.Button(visible=vis[k]) for k, *_ in BUTTONS] + [new_cache]
+
+
+@user_errors
+def refresh_list(ctx: AppContext, flt_v: str, job_id: str | None, request: gr.Request) -> list:
+    user = ctx.user(request)
+    jobs = _list(ctx, user, flt_v)
+    keep = job_id if job_id in [str(j.id) for j in jobs] else pick_default(jobs)
+    return list_updates(jobs, Names.load(ctx.api, user), value=keep)
+
+
+@user_errors
+def focus_job(ctx: AppContext, job_id: str | None, flt_v: str, request: gr.Request) -> list:
+    """A run was just submitted elsewhere: list it and select it."""
+    if not job_id:
+        return [gr.skip()] * 4
+    user = ctx.user(request)
+    return list_updates(_list(ctx, user, "All"), Names.load(ctx.api, user), value=job_id)
+
+
+def replot(cache_v: dict, smooth: float, logy: bool) -> Any:
+    return charts.live_training(cache_v.get("points", []), smooth, logy) if cache_v.get("job") else gr.skip()
+
+
+def row_to_id(evt: gr.SelectData, ids_v: list) -> Any:
+    try:
+        return ids_v[evt.index[0]]
+    except (IndexError, TypeError, KeyError):
+        return gr.skip()
+
+
+ACTION_INFO = {"stop": "Stop requested: the run saves a checkpoint and stops.", "kill": "Kill requested.",
+               "cancel": "Removed from the queue.", "resume": "Resuming from the last checkpoint."}
+
+
+@user_errors
+def act(ctx: AppContext, kind: str, job_id: str | None, smooth: float, logy: bool, request: gr.Request) -> list:
+    """Stop, kill, cancel or resume the selected run, then redraw its panel."""
+    user = ctx.user(request)
+    if not job_id:
+        raise gr.Error("Select a run first.")
+    if kind == "resume":
+        ctx.api.resume(user, job_id)
+    else:
+        ctx.api.cancel(user, job_id, mode="kill" if kind == "kill" else "stop")
+    gr.Info(ACTION_INFO[kind])
+    return panel_updates(ctx, user, job_id, smooth, logy)
+
+
+@user_errors
+def clone(ctx: AppContext, job_id: str | None, request: gr.Request) -> tuple:
+    job = ctx.api.get_job(ctx.user(request), job_id)
+    return gr.Tabs(selected="new"), {"spec": job.spec, "nonce": dt.datetime.now().timestamp()}
+
+
+# ---- wiring -------------------------------------------------------------------------------------------------
+def wire(ctx: AppContext, nav: Any, tab: JobsTab) -> None:
+    panel_out = tab.panel_outputs + [tab.cache]
+    tick_outputs = tab.list_outputs + panel_out
+    tab.timer.tick(quiet(bind(tick, ctx, len(tab.panel_outputs)), lambda *a, **k: [gr.skip()] * len(tick_outputs)),
+                   [tab.filter, tab.picker, tab.cache, tab.smoothing, tab.log_y], tick_outputs, api_name="jobs_tick",
+                   concurrency_limit=None, show_progress="hidden", queue=False, **PRIVATE)
+    refresh = bind(refresh_list, ctx)
+    tab.refresh.click(refresh, [tab.filter, tab.picker], tab.list_outputs, api_name="jobs_refresh", **PRIVATE)
+    tab.filter.change(refresh, [tab.filter, tab.picker], tab.list_outputs, api_name="jobs_filter", **PRIVATE)
+    nav.demo.load(on_page_load(refresh, len(tab.list_outputs)), [tab.filter, tab.picker], tab.list_outputs,
+                  api_name="jobs_load", **PRIVATE)
+    tab.picker.change(bind(select_job, ctx), [tab.picker, tab.smoothing, tab.log_y], panel_out,
+                      api_name="jobs_select", show_progress="hidden", **PRIVATE)
+    gr.on([tab.smoothing.release, tab.log_y.input], replot, [tab.cache, tab.smoothing, tab.log_y], tab.plot,
+          api_name="jobs_replot", show_progress="hidden", **PRIVATE)
+    tab.table.select(row_to_id, tab.ids, tab.picker, api_name="jobs_row", **PRIVATE)
     for kind in ("stop", "kill", "cancel", "resume"):
-        btns[kind].click(action(kind), [picker, smoothing, log_y], panel_outputs + [cache], api_name=f"jobs_{kind}",
-                         concurrency_limit=4, **PRIVATE)
+        tab.buttons[kind].click(bind(act, ctx, kind), [tab.picker, tab.smoothing, tab.log_y], panel_out,
+                                api_name=f"jobs_{kind}", concurrency_limit=4, **PRIVATE)
+    tab.buttons["clone"].click(bind(clone, ctx), tab.picker, [nav.tabs, nav.clone_spec], api_name="jobs_clone",
+                               **PRIVATE)
+    nav.focus_job.change(bind(focus_job, ctx), [nav.focus_job, tab.filter], tab.list_outputs, api_name="jobs_focus",
+                         **PRIVATE)
 
-    btns["report"].click(lambda j: (gr.Tabs(selected="report"), j), picker, [nav.tabs, nav.focus_report],
-                         api_name="jobs_open_report", **PRIVATE)
 
-    @user_errors
-    def on_clone(job_id: str | None, request: gr.Request) -> tuple:
-        job = api.get_job(ctx.user(request), job_id)
-        return gr.Tabs(selected="new"), {"spec": job.spec, "nonce": dt.datetime.now().timestamp()}
-
-    btns["clone"].click(on_clone, picker, [nav.tabs, nav.clone_spec], api_name="jobs_clone", **PRIVATE)
-
-    @user_errors
-    def on_focus(job_id: str | None, flt_v: str, request: gr.Request) -> list:
-        """A run was just submitted elsewhere: list it and select it."""
-        if not job_id:
-            return [gr.skip()] * 4
-        jobs = list_for(ctx.user(request), "All")
-        return [jobs_table(jobs), gr.Dropdown(choices=job_choices(jobs), value=job_id), gr.Markdown(visible=not jobs),
-                [str(j.id) for j in jobs]]
-
-    nav.focus_job.change(on_focus, [nav.focus_job, flt], list_outputs, api_name="jobs_focus", **PRIVATE)
-    return JobsTab(table, picker, summary, progress, plot, timer)
+def build(ctx: AppContext, nav: Any) -> JobsTab:
+    """The Jobs tab; its "Open report" button is wired by the app once the Report tab exists."""
+    tab = layout(ctx)
+    wire(ctx, nav, tab)
+    return tab

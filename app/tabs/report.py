@@ -1,4 +1,10 @@
-"""The forgetting report of one finished run: headline, key numbers, charts, table, downloads."""
+"""The forgetting report of one finished run: headline, key numbers, charts, table, downloads.
+
+Which run is shown is decided in one place, the picker's value, and every path into the Report sets
+it in the same response that opens the tab (Jobs → Open report, a ``?run=<id>`` link, the dropdown).
+The tab's own refresh only adds new runs to the list: it never replaces a selection, so it cannot
+race a path that just chose a run.
+"""
 from __future__ import annotations
 
 import re
@@ -8,164 +14,276 @@ from typing import Any
 
 import gradio as gr
 
-from .. import charts, text
+from .. import charts, story, text
 from ..context import AppContext, on_page_load, user_errors
 from ..downloads import PrivateDownloadButton, download_url
 from ..text import GLOSSARY, html_escape
+from .common import DONE, PRIVATE, Names, bind
 
-PRIVATE = dict(api_visibility="private")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_RUNS = 200
+
+# Keep the address bar in step with the run shown, so a reload or a copied link shows the same run.
+URL_SET = """(id) => { const u = new URL(window.location.href);
+  if (id) { u.searchParams.set('run', id); } else { u.searchParams.delete('run'); }
+  window.history.replaceState(null, '', u); return id; }"""
+URL_SET_2 = """(id, wanted) => { const u = new URL(window.location.href);
+  if (id) { u.searchParams.set('run', id); window.history.replaceState(null, '', u); } return [id, wanted]; }"""
+URL_CLEAR = """() => { const u = new URL(window.location.href);
+  if (u.searchParams.has('run')) { u.searchParams.delete('run'); window.history.replaceState(null, '', u); } }"""
 
 
-def stat_cards_html(results: Mapping[str, Any]) -> str:
-    """Four summary cards with a tooltip (title attribute) each; every user string is escaped."""
-    before, after = text.target_accuracy(results)
-    s = text.forgetting_summary(results)
-    worst_title = ""
-    if s["worst"]:
-        entry = (results.get("datasets") or {}).get(s["worst"]) or {}
-        worst_title = str(entry.get("title") or s["worst"])
-    cards = [
-        ("Target accuracy", f"{text.pct(before)} → {text.pct(after)}", GLOSSARY["target_acc"], "target"),
-        ("Average change on controls", f"{text.points(s['mean'])} points" if s["mean"] is not None else "not measured",
-         GLOSSARY["mean_forgetting"], "bad" if (s["mean"] or 0) < -0.0005 else "good"),
-        ("Worst control",
-         (f"{worst_title} {text.points(s['worst_delta'])}" if (s["worst_delta"] or 0) < -0.0005 else "none got worse")
-         if s["worst"] else "—",
-         GLOSSARY["worst"], "bad" if (s["worst_delta"] or 0) < -0.0005 else "good"),
-        ("Verdict", text.verdict(results), GLOSSARY["verdict"], "neutral"),
-    ]
+# ---- pure helpers ------------------------------------------------------------------------------------
+def stat_cards_html(results: Mapping[str, Any], reference: Mapping[str, Any] | None = None) -> str:
+    """The summary cards with a tooltip (title attribute) each; every user string is escaped."""
     body = "".join(
         f'<div class="stat-card {kind}" title="{html_escape(tip)}"><div class="stat-label">{html_escape(label)}'
-        f'<span class="tip" aria-hidden="true">?</span></div><div class="stat-value">{html_escape(value)}</div></div>'
-        for label, value, tip, kind in cards
+        f'<span class="tip" aria-hidden="true">?</span></div><div class="stat-value">{html_escape(value)}</div>'
+        + (f'<div class="stat-note">{html_escape(note)}</div>' if note else "") + "</div>"
+        for label, value, note, tip, kind in story.stat_cards(results, reference)
     )
     return f'<div class="stat-cards">{body}</div>'
 
 
 def glossary_markdown() -> str:
-    names = {"zs_acc": "Zero-shot accuracy", "lp_acc": "Linear-probe accuracy", "delta": "Change (points)",
-             "target_acc": "Target accuracy", "mean_forgetting": "Average change on controls",
-             "worst": "Worst control", "ece": "Calibration error (ECE)", "wise_ft": "WiSE-FT",
-             "pareto": "Pareto front", "target_gain": "Target gain"}
-    return "\n".join(f"- **{names.get(k, k)}** — {text.md_escape(v)}" for k, v in GLOSSARY.items())
+    return "\n".join(f"- **{text.md_escape(name)}** — {text.md_escape(v)}" for name, v in text.glossary_items())
 
 
-def done_choices(jobs: Any) -> list[tuple[str, str]]:
-    return [(f"{j.title} · {j.method} on {j.target} · {str(j.id)[:8]}", str(j.id)) for j in jobs]
+def done_choices(jobs: Any, names: Names | None = None) -> list[tuple[str, str]]:
+    return (names or Names({}, {})).run_choices(jobs)
 
 
+# ---- layout ------------------------------------------------------------------------------------------
 @dataclass
 class ReportTab:
     picker: gr.Dropdown
-    headline: gr.Markdown
-    refresh_fn: Any
-    refresh_outputs: list
+    refresh: gr.Button
+    outputs: list
+    checkpoint: gr.Button
+    checkpoint_dl: gr.DownloadButton
+    wanted: gr.State  # the run last asked for by a link or Jobs → Open report (server-side)
+
+
+def _charts() -> list:
+    """The chart area; returns its outputs in the order ``select_run`` fills them."""
+    with gr.Row(elem_classes="report-charts"):
+        zs_plot = gr.Plot(show_label=False, elem_id="report-dumbbell")
+        lp_plot = gr.Plot(show_label=False, visible=False, elem_id="report-dumbbell-lp")
+    gr.Markdown(text.CHART_CAPTIONS["dumbbell"], elem_classes="caption")
+    delta_plot = gr.Plot(show_label=False, elem_id="report-delta")
+    gr.Markdown(text.CHART_CAPTIONS["delta"], elem_classes="caption")
+    curves_plot = gr.Plot(show_label=False, elem_id="report-curves")
+    gr.Markdown(text.CHART_CAPTIONS["curves"], elem_classes="caption")
+    with gr.Column(visible=False) as wise_col:
+        wise_plot = gr.Plot(show_label=False, elem_id="report-wiseft")
+        gr.Markdown(text.CHART_CAPTIONS["wise_ft"], elem_classes="caption")
+    with gr.Column(visible=False) as seq_col:
+        seq_plot = gr.Plot(show_label=False, elem_id="report-continual")
+        gr.Markdown(text.CHART_CAPTIONS["continual"], elem_classes="caption")
+    return [zs_plot, lp_plot, delta_plot, curves_plot, wise_col, wise_plot, seq_col, seq_plot]
+
+
+def _downloads() -> tuple[list, gr.Button, gr.DownloadButton]:
+    gr.Markdown("### Downloads")
+    with gr.Row():
+        # Served to the signed-in user only, for a limited time (app/downloads.py).
+        csv_dl = PrivateDownloadButton("CSV", size="sm", elem_id="dl-csv")
+        json_dl = PrivateDownloadButton("JSON (results.json)", size="sm", elem_id="dl-json")
+        html_dl = PrivateDownloadButton("HTML report (works offline)", size="sm", elem_id="dl-html")
+        yaml_dl = PrivateDownloadButton("Spec (YAML)", size="sm", elem_id="dl-yaml")
+        ckpt_btn = gr.Button("Prepare checkpoint (safetensors, zipped)", size="sm", elem_id="ckpt-prepare")
+        ckpt_dl = PrivateDownloadButton("Download checkpoint", size="sm", visible=False, variant="primary",
+                                        elem_id="dl-ckpt")
+    return [csv_dl, json_dl, html_dl, yaml_dl, ckpt_dl], ckpt_btn, ckpt_dl
+
+
+def layout() -> ReportTab:
+    with gr.Row():
+        picker = gr.Dropdown(choices=[], value=None, label="Finished run", scale=4, elem_id="report-picker")
+        refresh = gr.Button("Refresh list", size="sm", scale=0, min_width=120, elem_id="report-refresh")
+    empty = gr.Markdown(text.EMPTY_REPORT, elem_id="report-empty")
+    with gr.Column(visible=False, elem_id="report-body") as body:
+        run_title = gr.Markdown(elem_id="report-run")
+        headline = gr.Markdown(elem_id="report-headline", elem_classes="headline")
+        cards = gr.HTML(elem_id="report-cards")
+        chart_outputs = _charts()
+        table = gr.Dataframe(headers=charts.REPORT_COLUMNS, value=[], interactive=False, label="All numbers",
+                             wrap=True, elem_id="report-table", pinned_columns=1)
+        gr.Markdown(text.TABLE_CAPTION, elem_classes="caption")
+        dl_outputs, ckpt_btn, ckpt_dl = _downloads()
+    with gr.Accordion("What do these numbers mean?", open=False, elem_id="glossary"):
+        gr.Markdown(glossary_markdown())
+    outputs = [empty, body, run_title, headline, cards] + chart_outputs + [table] + dl_outputs
+    return ReportTab(picker, refresh, outputs, ckpt_btn, ckpt_dl, gr.State(""))
+
+
+# ---- handlers ----------------------------------------------------------------------------------------
+def _export(ctx: AppContext, request: gr.Request | None, user: str, job_id: str, kind: str) -> str | None:
+    try:
+        path = ctx.api.export_artifact(user, job_id, kind)
+    except Exception:  # noqa: BLE001 — a missing optional artifact must not hide the report
+        return None
+    return download_url(request, user, path)  # served to this user only, for a limited time
+
+
+def _not_shown(n_outputs: int, message: str) -> list:
+    return [gr.Markdown(message, visible=True), gr.Column(visible=False)] + [gr.skip()] * (n_outputs - 2)
+
+
+def _finished(ctx: AppContext, user: str) -> list:
+    return ctx.api.list_jobs(user, states=(DONE,), limit=MAX_RUNS)
+
+
+def find_reference(ctx: AppContext, user: str, job: Any, results: Mapping[str, Any]) -> dict | None:
+    """The newest plain fine-tuning (CE) run of this user on the same target and model, for the verdict."""
+    if results.get("method") == "ce":
+        return None
+    backbone = (results.get("spec") or {}).get("backbone")
+    for j in _finished(ctx, user):
+        if str(j.id) == str(job.id) or j.method != "ce" or j.target != results.get("target"):
+            continue
+        if (getattr(j, "spec", None) or {}).get("backbone") not in (None, backbone):
+            continue
+        try:
+            ref = ctx.api.get_results(user, str(j.id))
+        except Exception:  # noqa: BLE001 — a reference that cannot be read is simply not used
+            continue
+        if ref and story.matches_reference(results, ref):
+            return ref
+    return None
+
+
+def group_summary(ctx: AppContext, user: str, job: Any) -> str:
+    """'Repeated over 3 seeds: …' for a run that is one of a group of seed repeats (else empty)."""
+    group = getattr(job, "group", None)
+    if not group or not hasattr(ctx.api, "group_results"):
+        return ""
+    try:
+        g = ctx.api.group_results(user, group) or {}
+    except Exception:  # noqa: BLE001 — the group line is extra; the run's own report still shows
+        return ""
+    runs = g.get("runs") or g.get("results") or []
+    return story.group_line(g.get("aggregate"), len(runs))
+
+
+def report_views(ctx: AppContext, user: str, job: Any, results: Mapping[str, Any],
+                 request: gr.Request | None = None) -> list:
+    """Every output of the report body for one finished run (without the empty-state pair)."""
+    names = Names.load(ctx.api, user)
+    job_id = str(job.id)
+    title = names.title(job)
+    reference = find_reference(ctx, user, job, results)
+    html_path = ctx.scratch_file(f"ldifs-report-{job_id if _ID.match(job_id) else 'run'}.html")
+    html_path.write_text(charts.report_html(results, title, reference), encoding="utf-8")
+    facts = "  \n".join(x for x in (text.run_facts(results, names.method(job.method)),
+                                     text.md_escape(group_summary(ctx, user, job))) if x)
+    has_lp = charts.metric_computed(results, "lp_acc")
+    w = charts.wise_ft(results)
+    m = charts.continual_matrix(results)
+    return [f"## {text.md_escape(title)}\n\n{facts}", story.headline(results, reference=reference),
+            stat_cards_html(results, reference),
+            charts.dumbbell(results, "zs_acc"),
+            gr.Plot(charts.dumbbell(results, "lp_acc") if has_lp else None, visible=has_lp),
+            charts.delta_bars(results), charts.curves(results), gr.Column(visible=w is not None), w,
+            gr.Column(visible=m is not None), m, charts.report_table(results),
+            _export(ctx, request, user, job_id, "csv"), _export(ctx, request, user, job_id, "results"),
+            download_url(request, user, html_path), _export(ctx, request, user, job_id, "yaml"),
+            gr.DownloadButton(visible=False)]
+
+
+@user_errors
+def select_run(ctx: AppContext, n_outputs: int, job_id: str | None, request: gr.Request) -> list:
+    """The picker changed: draw that run's report (owner-checked: another user's run is 'not found')."""
+    user = ctx.user(request)
+    if not job_id:
+        return _not_shown(n_outputs, text.EMPTY_REPORT)
+    results = ctx.api.get_results(user, job_id)
+    job = ctx.api.get_job(user, job_id)
+    if results is None:
+        return _not_shown(n_outputs, f"This run is **{text.md_escape(text.state_badge(job.state).lower())}**; "
+                                     "its report appears when it finishes.")
+    return [gr.Markdown(visible=False), gr.Column(visible=True)] + report_views(ctx, user, job, results, request)
+
+
+@user_errors
+def refresh_list(ctx: AppContext, job_id: str | None, wanted: str | None, request: gr.Request) -> Any:
+    """New finished runs join the list. A valid selection is never replaced (no value is sent), so this
+    cannot overwrite a run another path has just chosen. An empty picker gets the run last asked for
+    (``wanted``, kept on the server, so it is current even when the picker value sent along is stale),
+    else the newest run."""
+    user = ctx.user(request)
+    jobs = _finished(ctx, user)
+    choices = Names.load(ctx.api, user).run_choices(jobs)
+    ids = [str(j.id) for j in jobs]
+    if job_id and job_id in ids:
+        return gr.Dropdown(choices=choices)
+    return gr.Dropdown(choices=choices, value=wanted if wanted in ids else ids[0] if ids else None)
+
+
+@user_errors
+def open_run(ctx: AppContext, job_id: str | None, request: gr.Request) -> list:
+    """Jobs → Open report: the list with that run selected, and the Report tab, in one response."""
+    if not job_id:
+        raise gr.Error("Select a finished run first.")
+    user = ctx.user(request)
+    job = ctx.api.get_job(user, job_id)  # owner-checked
+    jobs = _finished(ctx, user)
+    return [gr.Dropdown(choices=Names.load(ctx.api, user).run_choices(jobs), value=str(job.id)),
+            gr.Tabs(selected="report"), str(job.id)]
+
+
+def load_page(ctx: AppContext, request: gr.Request) -> list:
+    """Page load: the run named in ``?run=`` (Report tab opened on it). Otherwise only the list: the
+    report is drawn when the tab is first opened, so a page load does not wait for charts nobody sees."""
+    user = ctx.user(request)
+    jobs = _finished(ctx, user)
+    choices = Names.load(ctx.api, user).run_choices(jobs)
+    wanted = (dict(getattr(request, "query_params", {}) or {}).get("run") or "").strip()
+    ids = [str(j.id) for j in jobs]
+    if wanted:
+        match = [i for i in ids if i == wanted or (len(wanted) >= 8 and i.startswith(wanted))]
+        if len(match) == 1:
+            return [gr.Dropdown(choices=choices, value=match[0]), gr.Tabs(selected="report"), match[0]]
+        gr.Warning(f"The linked run {text.html_text(wanted[:40])} is not among your finished runs.")
+    return [gr.Dropdown(choices=choices), gr.skip(), gr.skip()]
+
+
+@user_errors
+def prepare_checkpoint(ctx: AppContext, job_id: str | None, request: gr.Request) -> Any:
+    if not job_id:
+        raise gr.Error("Select a finished run first.")
+    user = ctx.user(request)
+    path = ctx.api.export_artifact(user, job_id, "checkpoint")
+    gr.Info("Checkpoint ready: press Download checkpoint.")
+    return gr.DownloadButton(value=download_url(request, user, path), visible=True)
+
+
+# ---- wiring ------------------------------------------------------------------------------------------
+def wire(ctx: AppContext, nav: Any, tab: ReportTab) -> None:
+    n = len(tab.outputs)
+    tab.picker.change(bind(select_run, ctx, n), tab.picker, tab.outputs, api_name="report_select", js=URL_SET,
+                      **PRIVATE)
+    tab.refresh.click(bind(refresh_list, ctx), [tab.picker, tab.wanted], tab.picker, api_name="report_refresh",
+                      **PRIVATE)
+    nav.demo.load(on_page_load(bind(load_page, ctx), 3), None, [tab.picker, nav.tabs, tab.wanted],
+                  api_name="report_load", **PRIVATE)
+    tab.checkpoint.click(bind(prepare_checkpoint, ctx), tab.picker, tab.checkpoint_dl, api_name="report_checkpoint",
+                         **PRIVATE)
+
+
+def wire_open(ctx: AppContext, nav: Any, tab: ReportTab, button: gr.Button, source: gr.Dropdown) -> None:
+    """A button elsewhere (Jobs → Open report) that shows the run selected in ``source``."""
+    button.click(bind(open_run, ctx), source, [tab.picker, nav.tabs, tab.wanted], api_name="jobs_open_report",
+                 **PRIVATE)
+
+
+def wire_tab(ctx: AppContext, tab_component: gr.Tab, tab: ReportTab) -> None:
+    """Entering the tab: new runs join the list (selection kept), and the address names the run."""
+    tab_component.select(bind(refresh_list, ctx), [tab.picker, tab.wanted], tab.picker, api_name="report_tab",
+                         js=URL_SET_2, **PRIVATE)
 
 
 def build(ctx: AppContext, nav: Any) -> ReportTab:
-    api = ctx.api
-    with gr.Row():
-        picker = gr.Dropdown(choices=[], value=None, label="Finished run", scale=4, elem_id="report-picker")
-        refresh = gr.Button("Refresh", size="sm", scale=0, min_width=100)
-    empty = gr.Markdown(text.EMPTY_REPORT, elem_id="report-empty")
-    with gr.Column(visible=False) as body:
-        headline = gr.Markdown(elem_id="report-headline", elem_classes="headline")
-        cards = gr.HTML(elem_id="report-cards")
-        with gr.Row():
-            zs_plot = gr.Plot(show_label=False, elem_id="report-dumbbell")
-            lp_plot = gr.Plot(show_label=False, visible=False, elem_id="report-dumbbell-lp")
-        gr.Markdown(text.CHART_CAPTIONS["dumbbell"], elem_classes="caption")
-        delta_plot = gr.Plot(show_label=False, elem_id="report-delta")
-        gr.Markdown(text.CHART_CAPTIONS["delta"], elem_classes="caption")
-        curves_plot = gr.Plot(show_label=False, elem_id="report-curves")
-        gr.Markdown(text.CHART_CAPTIONS["curves"], elem_classes="caption")
-        with gr.Column(visible=False) as wise_col:
-            wise_plot = gr.Plot(show_label=False, elem_id="report-wiseft")
-            gr.Markdown(text.CHART_CAPTIONS["wise_ft"], elem_classes="caption")
-        with gr.Column(visible=False) as seq_col:
-            seq_plot = gr.Plot(show_label=False, elem_id="report-continual")
-            gr.Markdown(text.CHART_CAPTIONS["continual"], elem_classes="caption")
-        table = gr.Dataframe(headers=charts.REPORT_COLUMNS, value=[], interactive=False, label="All numbers",
-                             wrap=True, elem_id="report-table")
-        gr.Markdown("**Zero-shot**: accuracy from text prompts alone · **Linear probe**: accuracy of a linear "
-                    "classifier on the image features · **change**: after − before, in percentage points · "
-                    "**ECE**: calibration error, lower is better. Details under *What do these numbers mean?*",
-                    elem_classes="caption")
-        gr.Markdown("#### Downloads")
-        with gr.Row():
-            csv_dl = PrivateDownloadButton("CSV", size="sm", elem_id="dl-csv")
-            json_dl = PrivateDownloadButton("JSON (results.json)", size="sm", elem_id="dl-json")
-            html_dl = PrivateDownloadButton("HTML report (works offline)", size="sm", elem_id="dl-html")
-            yaml_dl = PrivateDownloadButton("Spec (YAML)", size="sm", elem_id="dl-yaml")
-            ckpt_btn = gr.Button("Prepare checkpoint (safetensors, zipped)", size="sm", elem_id="ckpt-prepare")
-            ckpt_dl = PrivateDownloadButton("Download checkpoint", size="sm", visible=False, variant="primary",
-                                        elem_id="dl-ckpt")
-    with gr.Accordion("What do these numbers mean?", open=False, elem_id="glossary"):
-        gr.Markdown(glossary_markdown())
-
-    outputs = [empty, body, headline, cards, zs_plot, lp_plot, delta_plot, curves_plot, wise_col, wise_plot, seq_col,
-               seq_plot, table,
-               csv_dl, json_dl, html_dl, yaml_dl, ckpt_dl]
-
-    def _export(user: str, job_id: str, kind: str, request: gr.Request | None = None) -> str | None:
-        try:
-            path = api.export_artifact(user, job_id, kind)
-        except Exception:  # noqa: BLE001 — a missing optional artifact must not hide the report
-            return None
-        return download_url(request, user, path)  # served to this user only, for a limited time
-
-    @user_errors
-    def on_select(job_id: str | None, request: gr.Request) -> list:
-        user = ctx.user(request)
-        if not job_id:
-            return [gr.Markdown(visible=True), gr.Column(visible=False)] + [gr.skip()] * (len(outputs) - 2)
-        results = api.get_results(user, job_id)  # owner-checked: another user's job is "not found"
-        if results is None:
-            job = api.get_job(user, job_id)
-            msg = f"This run is **{text.md_escape(job.state.lower())}**; its report appears when it finishes."
-            return [gr.Markdown(msg, visible=True), gr.Column(visible=False)] + [gr.skip()] * (len(outputs) - 2)
-        job = api.get_job(user, job_id)
-        html_path = ctx.scratch_file(f"ldifs-report-{job_id if _ID.match(job_id) else 'run'}.html")
-        html_path.write_text(charts.report_html(results, str(job.title)), encoding="utf-8")
-        has_lp = charts.metric_computed(results, "lp_acc")
-        w = charts.wise_ft(results)
-        m = charts.continual_matrix(results)
-        return [gr.Markdown(visible=False), gr.Column(visible=True), text.headline(results), stat_cards_html(results),
-                charts.dumbbell(results, "zs_acc"),
-                gr.Plot(charts.dumbbell(results, "lp_acc") if has_lp else None, visible=has_lp),
-                charts.delta_bars(results), charts.curves(results), gr.Column(visible=w is not None), w,
-                gr.Column(visible=m is not None), m,
-                charts.report_table(results),
-                _export(user, job_id, "csv", request), _export(user, job_id, "results", request), download_url(request, user, html_path),
-                _export(user, job_id, "yaml", request), gr.DownloadButton(visible=False)]
-
-    @user_errors
-    def on_checkpoint(job_id: str | None, request: gr.Request) -> Any:
-        if not job_id:
-            raise gr.Error("Select a finished run first.")
-        user = ctx.user(request)
-        path = api.export_artifact(user, job_id, "checkpoint")
-        gr.Info("Checkpoint ready: press Download checkpoint.")
-        return gr.DownloadButton(value=download_url(request, user, path), visible=True)
-
-    @user_errors
-    def on_refresh(job_id: str | None, request: gr.Request) -> Any:
-        jobs = api.list_jobs(ctx.user(request), states=("DONE",), limit=200)
-        ids = [str(j.id) for j in jobs]
-        keep = job_id if job_id in ids else (ids[0] if ids else None)
-        return gr.Dropdown(choices=done_choices(jobs), value=keep)
-
-    @user_errors
-    def on_focus(job_id: str | None, request: gr.Request) -> Any:
-        if not job_id:
-            return gr.skip()
-        jobs = api.list_jobs(ctx.user(request), states=("DONE",), limit=200)
-        return gr.Dropdown(choices=done_choices(jobs), value=job_id)
-
-    picker.change(on_select, picker, outputs, api_name="report_select", **PRIVATE)
-    refresh.click(on_refresh, picker, picker, api_name="report_refresh", **PRIVATE)
-    nav.demo.load(on_page_load(on_refresh, 1), picker, picker, api_name="report_load", **PRIVATE)
-    nav.focus_report.change(on_focus, nav.focus_report, picker, api_name="report_focus", **PRIVATE)
-    ckpt_btn.click(on_checkpoint, picker, ckpt_dl, api_name="report_checkpoint", **PRIVATE)
-    return ReportTab(picker, headline, on_refresh, [picker])
+    tab = layout()
+    wire(ctx, nav, tab)
+    return tab

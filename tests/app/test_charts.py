@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from app import charts, text
+from app import charts, story, text
 
 from .samples import HOSTILE, hostile_results, partial_results, results
 
@@ -139,9 +139,54 @@ def test_tradeoff_scatter_has_front_and_stable_colours():
 
 def test_report_table_rows():
     rows = charts.report_table(partial_results())
-    shape = next(r for r in rows if r[0] == "Shape")
+    shape = next(r for r in rows if r[0] == "Shape" and r[1] == "Zero-shot")
     assert shape[3] == "—" and shape[4] == "—"
-    assert rows[0][1] == "target"
+    # the target's trained classifier first: the same numbers as the headline and the cards
+    assert rows[0][:4] == ["Quadrant (target)", "Trained classifier", "31.0 %", "97.0 %"]
+    assert not any(r[0] == "Size" and r[1] == "Linear probe" for r in rows)  # never computed: left out
+
+
+def test_report_table_unmeasurable_and_intervals():
+    r = results()
+    r["datasets"]["count"].update(zs_note="class prompts are indistinguishable to this model", delta_zs_ci=None)
+    r["datasets"]["count"]["before"]["zs_acc"] = r["datasets"]["count"]["after"]["zs_acc"] = None
+    r["datasets"]["colour"]["delta_zs_ci"] = [-0.15, -0.07]
+    r["datasets"]["shape"]["delta_zs_ci"] = [-0.06, 0.01]
+    rows = {(row[0], row[1]): row for row in charts.report_table(r)}
+    assert rows[("Count", "Zero-shot")][2] == "not measurable"
+    assert "indistinguishable" in rows[("Count", "Zero-shot")][5]
+    assert rows[("Colour", "Zero-shot")][5] == "−15.0 to −7.0"
+    assert rows[("Shape", "Zero-shot")][5].endswith("(within noise)")
+    fig = charts.dumbbell(r)
+    assert any("not measurable: class prompts" in a.text for a in fig.layout.annotations)
+    bars = charts.delta_bars(r)
+    i = list(bars.data[0].y).index("Colour")
+    assert bars.data[0].error_x.array[i] == pytest.approx(4.0) and bars.data[0].error_x.arrayminus[i] == pytest.approx(4.0)
+
+
+def test_dumbbell_after_is_never_the_before_grey():
+    r = results()
+    r["datasets"]["size"]["after"]["zs_acc"] = r["datasets"]["size"]["before"]["zs_acc"]  # no change
+    fig = charts.dumbbell(r)
+    after = _trace(fig, "After fine-tuning")
+    i = list(after.y).index("Size")
+    assert after.marker.color[i] == charts.SAME != charts.BEFORE
+    assert _trace(fig, "Before fine-tuning").marker.symbol == "circle-open"
+
+
+def test_scatter_near_identical_runs_stay_apart_and_readable():
+    a, b = results(), results()
+    b["datasets"]["colour"]["after"]["zs_acc"] -= 0.0001  # a hair more forgetting …
+    b["target_head_acc"]["after"] = 0.9705  # … for a hair more gain: both on the Pareto front
+    runs = [charts.RunEntry("a" * 8, "LDIFS one", a), charts.RunEntry("b" * 8, "LDIFS two", b),
+            charts.RunEntry("c" * 8, "CE", results(method="ce"))]
+    fig = charts.tradeoff_scatter(runs)
+    dots = [t for t in fig.data if t.mode == "markers+text"]
+    assert dots[0].textposition != dots[1].textposition  # labels of near-identical runs do not coincide
+    assert dots[0].x[0] != dots[1].x[0]  # nor do the markers
+    lo, hi = fig.layout.xaxis.range
+    assert hi - lo >= 5.0  # no zoom to a fraction of a point
+    assert fig.data[-1].name == "Pareto front"  # drawn last, on top of the markers
 
 
 def test_figures_serialise_to_json():
@@ -175,6 +220,6 @@ def test_tasks_learned_earlier_are_not_counted_as_forgetting():
     r = _continual()
     rows = {row.key: row for row in charts.dataset_rows(r)}
     assert rows["shape"].role == "sequence" and "learned earlier" in rows["shape"].label
-    s = text.forgetting_summary(r)
+    s = story.forgetting_summary(r)
     assert "shape" not in s["deltas"] and s["n"] == 4
-    assert text.headline(r).startswith("Continual fine-tuning on *Shape* → *Quadrant*.")
+    assert story.headline(r).startswith("Continual fine-tuning on *Shape* → *Quadrant*.")

@@ -64,7 +64,9 @@ def test_dataset_choices_mark_uploads_and_missing():
 
 def test_preflight_markdown():
     md = new_run.preflight_markdown(["optim.lr: -1 is out of range", "data.target: unknown dataset '<b>'"])
-    assert md.startswith("**Fix 2 problems") and "`optim.lr`" in md and "<b>" not in md
+    assert md.startswith("**Fix 2 problems") and "<b>" not in md
+    # the problem names the label the form shows, with the spec path only as a hint
+    assert "- ✗ **Step size \\(learning rate\\)**: \\-1 is out of range (optim\\.lr)" in md
     assert "Ready" in new_run.preflight_markdown([], n_runs=2) and "2 runs" in new_run.preflight_markdown([], n_runs=2)
 
 

@@ -90,8 +90,8 @@ def test_queue_watch_and_read_the_report(fast_env, browser, tmp_path):
             pick(page, "f-backbone", "Tiny ViT (random init, tests)")
         if os.environ.get("LDIFS_SCREENSHOT_FULL") != "1":  # the README's screenshots use the full preset
             set_number(page, "f-optim-steps", "3")
-            set_number(page, "f-optim-batch_size", "8")
             page.get_by_text("Advanced settings").click()
+            set_number(page, "f-optim-batch_size", "8")
             set_number(page, "f-data-max_train_samples", "64")
             set_number(page, "f-data-max_eval_samples", "40")
             set_number(page, "f-optim-warmup_steps", "1")

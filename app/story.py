@@ -1,0 +1,302 @@
+"""One story per run: the headline, the summary cards and the verdict, all from the same numbers.
+
+The target is told by the accuracy of the trained classifier (what fine-tuning optimises; zero-shot
+when a run has none), the forgetting by the mean change of zero-shot accuracy on the control datasets.
+Where ``results.json`` carries 95 % intervals (``*_ci``), a change whose interval covers 0 is called
+"within noise"; small test sets are named; a dataset whose zero-shot accuracy is not measurable
+(``zs_note``) is left out of every mean and named with its reason, never shown as a number.
+Old results without intervals still read (without the noise words).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .text import GLOSSARY, _ok, html_escape, md_escape, pct, points
+
+SMALL_TEST = 200  # fewer test images than this: a few images more or less move the accuracy visibly
+NOISE_WORDS = "within noise"
+
+
+# ---- reading results ------------------------------------------------------------------------------
+def ci(x: Any) -> tuple[float, float] | None:
+    """A ``[lo, hi]`` interval, or None when absent or malformed."""
+    if isinstance(x, (list, tuple)) and len(x) == 2 and all(_ok(v) for v in x) and x[0] <= x[1]:
+        return float(x[0]), float(x[1])
+    return None
+
+
+def covers_zero(interval: tuple[float, float] | None) -> bool:
+    return interval is not None and interval[0] <= 0.0 <= interval[1]
+
+
+def interval_points(interval: tuple[float, float] | None) -> str:
+    """'95 % interval −7.1 to −4.9 points' (empty when there is no interval)."""
+    if interval is None:
+        return ""
+    return f"95 % interval {points(interval[0])} to {points(interval[1])} points"
+
+
+def title_of(results: Mapping[str, Any], key: str) -> str:
+    entry = (results.get("datasets") or {}).get(key) or {}
+    return str(entry.get("title") or key)
+
+
+def zs_note(entry: Mapping[str, Any]) -> str | None:
+    """Why zero-shot accuracy is not a number for this dataset (None when it is measurable)."""
+    note = entry.get("zs_note")
+    return str(note) if note else None
+
+
+def target_numbers(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The target's before/after with intervals, and which measure they are ('trained classifier' or
+    'zero-shot'). The headline, the cards, the table and the compare charts all read this."""
+    head = results.get("target_head_acc") or {}
+    if _ok(head.get("before")) and _ok(head.get("after")):
+        return {"measure": "trained classifier", "before": head["before"], "after": head["after"],
+                "before_ci": ci(head.get("before_ci")), "after_ci": ci(head.get("after_ci")),
+                "delta_ci": ci(head.get("delta_ci"))}
+    entry = (results.get("datasets") or {}).get(results.get("target")) or {}
+    b, a = (entry.get("before") or {}).get("zs_acc"), (entry.get("after") or {}).get("zs_acc")
+    return {"measure": "zero-shot", "before": b if _ok(b) else None, "after": a if _ok(a) else None,
+            "before_ci": ci((entry.get("before") or {}).get("zs_acc_ci")),
+            "after_ci": ci((entry.get("after") or {}).get("zs_acc_ci")), "delta_ci": ci(entry.get("delta_zs_ci"))}
+
+
+def target_accuracy(results: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    t = target_numbers(results)
+    return t["before"], t["after"]
+
+
+def _delta(entry: Mapping[str, Any], metric: str) -> float | None:
+    b = (entry.get("before") or {}).get(metric)
+    a = (entry.get("after") or {}).get(metric)
+    return a - b if _ok(a) and _ok(b) else None
+
+
+def forgetting_summary(results: Mapping[str, Any], metric: str = "zs_acc") -> dict[str, Any]:
+    """Mean change over the control datasets where both sides exist, the worst one, and the gaps.
+
+    Computed from ``datasets`` (not ``summary``) so the sentence and the charts always agree;
+    ``unmeasurable`` maps a control to the reason its zero-shot accuracy is not a number.
+    """
+    deltas: dict[str, float] = {}
+    missing: list[str] = []
+    unmeasurable: dict[str, str] = {}
+    for key, entry in (results.get("datasets") or {}).items():
+        entry = entry or {}
+        if entry.get("role") in ("target", "sequence") or key == results.get("target"):
+            continue  # forgetting is measured on controls only, not on tasks fine-tuned on
+        d = _delta(entry, metric)
+        if d is not None:
+            deltas[key] = d
+        elif metric == "zs_acc" and zs_note(entry):
+            unmeasurable[key] = zs_note(entry) or ""
+        else:
+            missing.append(key)
+    mean = sum(deltas.values()) / len(deltas) if deltas else None
+    worst = min(deltas, key=deltas.get) if deltas else None  # type: ignore[arg-type]
+    summary = results.get("summary") or {}
+    mean_ci = ci(summary.get(f"mean_delta_{metric.split('_')[0]}_controls_ci")) if mean is not None else None
+    worst_ci = ci(((results.get("datasets") or {}).get(worst) or {}).get(f"delta_{metric.split('_')[0]}_ci")) \
+        if worst else None
+    return {"mean": mean, "n": len(deltas), "worst": worst, "worst_delta": deltas.get(worst) if worst else None,
+            "missing": missing, "deltas": deltas, "unmeasurable": unmeasurable, "mean_ci": mean_ci,
+            "worst_ci": worst_ci}
+
+
+def small_test_splits(results: Mapping[str, Any]) -> dict[str, int | None]:
+    """Datasets whose test split has fewer than ``SMALL_TEST`` images → their size (None if unknown)."""
+    out: dict[str, int | None] = {}
+    datasets = results.get("datasets") or {}
+    for key, entry in datasets.items():
+        n = (entry or {}).get("n_test")
+        if isinstance(n, int) and not isinstance(n, bool) and 0 < n < SMALL_TEST:
+            out[key] = n
+    for key in (results.get("summary") or {}).get("small_test_splits") or []:
+        if key in datasets:
+            out.setdefault(str(key), None)
+    return out
+
+
+# ---- the CE reference ----------------------------------------------------------------------------------
+def matches_reference(results: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """``other`` is a plain fine-tuning (CE) run on the same target and model as ``results``."""
+    spec, ospec = results.get("spec") or {}, other.get("spec") or {}
+    return (str(other.get("method") or (ospec.get("method") or {}).get("name")) == "ce"
+            and other.get("target") == results.get("target")
+            and ospec.get("backbone") == spec.get("backbone"))
+
+
+def kept_share(results: Mapping[str, Any], reference: Mapping[str, Any] | None) -> float | None:
+    """How much of what the CE reference lost this run kept (1 = lost nothing, 0 = lost as much)."""
+    if not reference or results.get("method") == "ce":
+        return None
+    mine, ref = forgetting_summary(results)["mean"], forgetting_summary(reference)["mean"]
+    if mine is None or ref is None or ref > -0.005:  # CE lost (almost) nothing: no share to speak of
+        return None
+    return max(min(1.0 - mine / ref, 1.0), -9.99)
+
+
+def reference_sentence(results: Mapping[str, Any], reference: Mapping[str, Any] | None) -> str:
+    share = kept_share(results, reference)
+    if share is None or reference is None:
+        return ""
+    ref_mean = forgetting_summary(reference)["mean"]
+    if share < 0:
+        return f"Forgot more than plain fine-tuning on the same target and model ({points(ref_mean)} points)."
+    return (f"Kept {share * 100:.0f} % of what plain fine-tuning lost on the same target and model "
+            f"({points(ref_mean)} points).")
+
+
+# ---- the headline -----------------------------------------------------------------------------------------
+def _target_clause(results: Mapping[str, Any], em) -> str:
+    tname = title_of(results, results.get("target") or "") if results.get("target") else "the target"
+    t = target_numbers(results)
+    before, after = t["before"], t["after"]
+    what = "the accuracy of its trained classifier" if t["measure"] == "trained classifier" else \
+        "its zero-shot accuracy"
+    if before is not None and after is not None:
+        noise = f" ({NOISE_WORDS})" if covers_zero(t["delta_ci"]) else ""
+        if abs(after - before) < 5e-4:
+            return f"Fine-tuning on {em(tname)} kept {what} at {pct(after)}{noise}"
+        verb = "raised" if after > before else "lowered"
+        return f"Fine-tuning on {em(tname)} {verb} {what} from {pct(before)} to {pct(after)}{noise}"
+    if after is not None:
+        return f"After fine-tuning on {em(tname)} {what} is {pct(after)}"
+    return f"Fine-tuning on {em(tname)}: the target accuracy was not measured"
+
+
+def _forgetting_clause(results: Mapping[str, Any], em) -> str:
+    s = forgetting_summary(results)
+    if s["n"] == 0:
+        gaps = len(s["missing"]) + len(s["unmeasurable"])
+        return ("no other datasets were measured, so forgetting is unknown" if not gaps
+                else f"forgetting was not measured on the {gaps} other datasets")
+    others = f"{s['n']} other dataset" + ("s" if s["n"] != 1 else "")
+    mean = s["mean"]
+    if covers_zero(s["mean_ci"]):
+        clause = (f"on the {others} its zero-shot accuracy changed by {points(mean)} points on average, "
+                  f"{NOISE_WORDS} ({interval_points(s['mean_ci'])})")
+    elif abs(mean) < 5e-4:
+        clause = f"the model held steady on the {others} (average change ±0.0 points)"
+    else:
+        verb = "lost" if mean < 0 else "gained"
+        clause = f"the model {verb} on average {points(abs(mean), sign=False)} points on the {others}"
+        if s["mean_ci"]:
+            clause += f" ({interval_points(s['mean_ci'])})"
+    wd = s["worst_delta"]
+    if s["n"] > 1 and wd is not None and wd < -5e-4:
+        clause += f", worst {em(title_of(results, s['worst']))} {points(wd)}"
+        if covers_zero(s["worst_ci"]):
+            clause += f" ({NOISE_WORDS})"
+    if s["missing"]:
+        clause += f" ({len(s['missing'])} more not measured)"
+    return clause
+
+
+def headline(results: Mapping[str, Any], markup: str = "md",
+             reference: Mapping[str, Any] | None = None) -> str:
+    """The report's first sentence(s), for someone who reads only this; ``markup`` is "md" or "html".
+
+    "Fine-tuning on *Quadrant* raised the accuracy of its trained classifier from 31 % to 97 %; the
+    model lost on average 4.2 points on the 5 other datasets, worst *Colour* −11.0."
+    """
+    def em(raw: str) -> str:
+        return f"<em>{html_escape(raw)}</em>" if markup == "html" else f"*{md_escape(raw)}*"
+
+    first, second = _target_clause(results, em), _forgetting_clause(results, em)
+    seq = (results.get("continual") or {}).get("sequence") or []
+    if len(seq) > 1:  # say what came before the last task, and where the per-task story is
+        first = f"Continual fine-tuning on {' → '.join(em(title_of(results, k)) for k in seq)}. Its last stage: " \
+            + first[0].lower() + first[1:]
+        second += "; the accuracy matrix below shows every task after every stage"
+    out = f"{first}; {second}."
+    for extra in (reference_sentence(results, reference), *notes(results, em)):
+        if extra:
+            out += " " + extra
+    return out
+
+
+def notes(results: Mapping[str, Any], em=None) -> list[str]:
+    """Warnings a reader needs next to the numbers: small test sets, unmeasurable zero-shot."""
+    em = em or (lambda raw: f"*{md_escape(raw)}*")
+    out = []
+    small = small_test_splits(results)
+    if small:
+        items = ", ".join(em(title_of(results, k)) + (f" ({n} images)" if n else "") for k, n in small.items())
+        out.append(f"Small test set{'s' if len(small) > 1 else ''}: {items}; a few images more or less move "
+                   f"{'their' if len(small) > 1 else 'its'} accuracy by several points.")
+    gaps = forgetting_summary(results)["unmeasurable"]
+    target_entry = (results.get("datasets") or {}).get(results.get("target")) or {}
+    if zs_note(target_entry):
+        gaps = {results.get("target"): zs_note(target_entry), **gaps}
+    if gaps:
+        reasons = sorted(set(gaps.values()))
+        out.append(f"Zero-shot accuracy is not measurable on {', '.join(em(title_of(results, k)) for k in gaps)} "
+                   f"({'; '.join(reasons)}), so it is left out.")
+    return out
+
+
+# ---- the verdict and the cards ----------------------------------------------------------------------------
+# (lowest mean change on the controls, in points, that still earns the label), best first
+VERDICTS: tuple[tuple[float, str], ...] = (
+    (-1.0, "Little or no forgetting"),
+    (-5.0, "Some forgetting"),
+    (-15.0, "Clear forgetting"),
+    (-float("inf"), "Strong forgetting"),
+)
+
+
+def verdict(results: Mapping[str, Any]) -> str:
+    """A few-word reading of the mean forgetting (``VERDICTS``); "within noise" when its interval covers 0."""
+    s = forgetting_summary(results)
+    if s["mean"] is None:
+        return "Unknown"
+    if covers_zero(s["mean_ci"]):
+        return f"No clear forgetting ({NOISE_WORDS})"
+    m = s["mean"] * 100
+    return next(label for floor, label in VERDICTS if m >= floor)
+
+
+def stat_cards(results: Mapping[str, Any], reference: Mapping[str, Any] | None = None
+               ) -> list[tuple[str, str, str, str, str]]:
+    """(label, value, note, tooltip, kind) for the summary cards, from the same numbers as the headline."""
+    t = target_numbers(results)
+    s = forgetting_summary(results)
+    label = "Target accuracy" + (" (trained classifier)" if t["measure"] == "trained classifier" else " (zero-shot)")
+    t_note = f"{NOISE_WORDS}" if covers_zero(t["delta_ci"]) else (
+        f"change {interval_points(t['delta_ci'])}" if t["delta_ci"] else "")
+    worst_value = "—"
+    if s["worst"]:
+        worst_value = (f"{title_of(results, s['worst'])} {points(s['worst_delta'])}"
+                       if (s["worst_delta"] or 0) < -0.0005 else "none got worse")
+    bad = (s["mean"] or 0) < -0.0005 and not covers_zero(s["mean_ci"])
+    return [
+        (label, f"{pct(t['before'])} → {pct(t['after'])}", t_note, GLOSSARY["target_acc"], "target"),
+        ("Average change on controls", f"{points(s['mean'])} points" if s["mean"] is not None else "not measured",
+         NOISE_WORDS if covers_zero(s["mean_ci"]) else interval_points(s["mean_ci"]),
+         GLOSSARY["mean_forgetting"], "bad" if bad else "good"),
+        ("Worst control", worst_value, NOISE_WORDS if covers_zero(s["worst_ci"]) else interval_points(s["worst_ci"]),
+         GLOSSARY["worst"], "bad" if (s["worst_delta"] or 0) < -0.0005 and not covers_zero(s["worst_ci"]) else "good"),
+        ("Verdict", verdict(results), reference_sentence(results, reference), GLOSSARY["verdict"], "neutral"),
+    ]
+
+
+def group_line(aggregate: Mapping[str, Any] | None, n: int) -> str:
+    """'Repeated over 3 seeds: target +61.0 ± 1.2 points, controls −6.0 ± 0.8 points (mean ± sd).'"""
+    if not aggregate or n < 2:
+        return ""
+    parts = []
+    for key, what in (("target_gain", "target"), ("mean_delta_zs_controls", "controls")):
+        v = aggregate.get(key)
+        if isinstance(v, Mapping) and _ok(v.get("mean")):
+            sd = v.get("sd") if _ok(v.get("sd")) else 0.0
+            parts.append(f"{what} {points(v['mean'])} ± {points(sd, sign=False)} points")
+    if not parts:
+        return ""
+    return f"Repeated over {n} seeds: " + ", ".join(parts) + " (mean ± sd)."
+
+
+__all__: Sequence[str] = ("headline", "verdict", "stat_cards", "forgetting_summary", "target_numbers", "notes",
+                          "small_test_splits", "kept_share", "reference_sentence", "group_line", "ci")
