@@ -394,9 +394,11 @@ def clone(ctx: AppContext, job_id: str | None, request: gr.Request) -> tuple:
 def wire(ctx: AppContext, nav: Any, tab: JobsTab) -> None:
     panel_out = tab.panel_outputs + [tab.cache]
     tick_outputs = tab.list_outputs + panel_out
+    # Through the queue like every other event: private events are refused on gradio's direct
+    # /run/predict route (issue 10), so a queue=False tick never reached the server.
     tab.timer.tick(quiet(bind(tick, ctx, len(tab.panel_outputs)), lambda *a, **k: [gr.skip()] * len(tick_outputs)),
                    [tab.filter, tab.picker, tab.cache, tab.smoothing, tab.log_y], tick_outputs, api_name="jobs_tick",
-                   concurrency_limit=None, show_progress="hidden", queue=False, **PRIVATE)
+                   concurrency_limit=None, show_progress="hidden", **PRIVATE)
     refresh = bind(refresh_list, ctx)
     tab.refresh.click(refresh, [tab.filter, tab.picker], tab.list_outputs, api_name="jobs_refresh", **PRIVATE)
     tab.filter.change(refresh, [tab.filter, tab.picker], tab.list_outputs, api_name="jobs_filter", **PRIVATE)

@@ -78,7 +78,7 @@ def test_two_users_downloads_and_private_events(fake_engine, tmp_path):
 
         # alice opens her report in the UI: the download buttons get per-user links
         session = uuid.uuid4().hex[:11]
-        call_event(alice, "report_refresh", [None], session)  # the page's picker learns the finished runs
+        call_event(alice, "report_refresh", [None, ""], session)  # the page's picker learns the finished runs (picker, run asked for)
         links = download_links(call_event(alice, "report_select", [job], session))
         assert len(links) >= 4, links  # CSV, JSON, HTML report, YAML
         for link in links:
