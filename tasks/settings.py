@@ -55,7 +55,7 @@ class Settings:
     """Everything configurable about the service layer. See README "Configuration"."""
 
     home: Path
-    queue_url: str = ""  # "" → SqliteHuey under home; redis://… → Redis-backed huey
+    queue_url: str = field(default="", repr=False)  # "" → SqliteHuey under home; redis://… → Redis (may hold a password)
     workers: int = 1  # jobs run at once by one consumer (one per GPU)
     gpu_ids: tuple[str, ...] = ()  # CUDA_VISIBLE_DEVICES per worker slot; empty = let the engine choose
     heartbeat_stale_s: float = 60.0  # a RUNNING job silent this long is interrupted
@@ -167,6 +167,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     queue_url = e.text("LDIFS_QUEUE_URL")
     if queue_url and not queue_url.startswith(("redis://", "rediss://", "unix://")):
         raise SpecError(f"LDIFS_QUEUE_URL: expected redis://host:port/db (or unset for SQLite), got {queue_url!r}")
+    if queue_url and len(e.env.get("LDIFS_QUEUE_SECRET", "")) < 16:
+        # Queue messages are pickles: unsigned ones would let anyone who can write to Redis run code on workers.
+        raise SpecError("LDIFS_QUEUE_SECRET: a Redis queue needs a secret of at least 16 characters that signs "
+                        "every message (the same long random string on every machine, e.g. openssl rand -hex 32)")
     db_url = e.text("LDIFS_DB_URL")
     if db_url and not db_url.startswith(("postgresql://", "postgres://")):
         raise SpecError("LDIFS_DB_URL: expected postgresql://user:password@host:port/dbname (or unset for SQLite)")

@@ -19,6 +19,7 @@ import time
 from huey.consumer import Consumer, ConsumerStopped
 
 from . import jobs, queue, reaper, servers
+from .db import redact
 from .settings import Settings, get_settings
 from .store import open_store
 
@@ -72,7 +73,7 @@ def run_consumer(workers: int | None = None, *, settings: Settings | None = None
     servers.check_runs_volume(settings)  # refuses to start (one line) unless the shared runs folder is visible
     consumer = _consumer(settings, workers)
     log.info("worker: %d slot(s), GPUs %s, queue %s", consumer.workers, ", ".join(settings.gpu_ids) or "auto",
-             settings.queue_url or settings.queue_path)
+             redact(settings.queue_url) if settings.queue_url else settings.queue_path)
     _recover_at_start(settings)
     periodic = reaper.Reaper(settings).start()
     try:

@@ -41,7 +41,8 @@ def test_messages_can_be_signed(home, monkeypatch):
 
 
 def test_redis_url_selects_a_priority_redis_huey(tmp_path):
-    s = load_settings({"LDIFS_HOME": str(tmp_path), "LDIFS_QUEUE_URL": "redis://localhost:6399/0"})
+    s = load_settings({"LDIFS_HOME": str(tmp_path), "LDIFS_QUEUE_URL": "redis://localhost:6399/0",
+                       "LDIFS_QUEUE_SECRET": "x" * 32})
     if importlib.util.find_spec("redis") is None:
         from ldifs_engine.errors import SpecError
 
@@ -58,3 +59,20 @@ def test_a_bad_queue_url_is_rejected(tmp_path):
 
     with pytest.raises(SpecError, match="LDIFS_QUEUE_URL"):
         load_settings({"LDIFS_HOME": str(tmp_path), "LDIFS_QUEUE_URL": "amqp://x"})
+
+
+@pytest.mark.parametrize("secret", [None, "", "short"])
+def test_a_redis_queue_without_a_real_secret_is_refused(tmp_path, secret):
+    from ldifs_engine.errors import SpecError
+
+    env = {"LDIFS_HOME": str(tmp_path), "LDIFS_QUEUE_URL": "redis://:pw@localhost:6399/0"}
+    if secret is not None:
+        env["LDIFS_QUEUE_SECRET"] = secret
+    with pytest.raises(SpecError, match="LDIFS_QUEUE_SECRET: a Redis queue needs a secret of at least 16"):
+        load_settings(env)
+
+
+def test_the_redis_password_stays_out_of_settings_repr(tmp_path):
+    s = load_settings({"LDIFS_HOME": str(tmp_path), "LDIFS_QUEUE_URL": "redis://:hunter2hunter2@q:6379/0",
+                       "LDIFS_QUEUE_SECRET": "s" * 32, "LDIFS_DB_URL": "postgresql://u:pgpass@db/ldifs"})
+    assert "hunter2" not in repr(s) and "pgpass" not in repr(s) and "sss" not in repr(s)
