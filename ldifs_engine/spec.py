@@ -10,6 +10,8 @@ import hashlib
 import json
 import math
 import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -192,7 +194,7 @@ def _build(cls: type, d: Any, prefix: str, problems: list[str]) -> Any:
             if built is not None:
                 kwargs[name] = built
             continue
-        ok, value = check_value(f, d[name], path, problems)
+        ok, value = check_value(field_types(cls)[name], f.metadata, d[name], path, problems)
         if ok:
             kwargs[name] = value
     if cls is MethodSpec:
@@ -218,80 +220,106 @@ def _build_method_params(name: str, raw: Any, prefix: str, problems: list[str]) 
     return built if len(problems) == before else None
 
 
-def check_value(f: dataclasses.Field, value: Any, path: str, problems: list[str]) -> tuple[bool, Any]:
-    """Coerce and check one field's value against its annotation and metadata."""
-    ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    meta = f.metadata
-    optional = "None" in ann
-    base = ann.replace(" | None", "").strip()
+def field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's field annotations as real types (``int | None``, ``tuple[float, ...]``), not their text."""
+    if cls not in _TYPES:
+        _TYPES[cls] = typing.get_type_hints(cls)
+    return _TYPES[cls]
+
+
+_TYPES: dict[type, dict[str, Any]] = {}
+
+
+def kind_of(tp: Any) -> tuple[Any, bool, Any]:
+    """(base type, optional?, item type of a tuple or None) of a field's annotation."""
+    optional = False
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        args = typing.get_args(tp)
+        rest = [a for a in args if a is not type(None)]
+        optional, tp = len(rest) < len(args), rest[0] if len(rest) == 1 else tp
+    if typing.get_origin(tp) is tuple:
+        return tuple, optional, typing.get_args(tp)[0]
+    return tp, optional, None
+
+
+def check_value(tp: Any, meta: Mapping[str, Any], value: Any, path: str, problems: list[str]) -> tuple[bool, Any]:
+    """Coerce and check one value against its field's type ``tp`` and metadata (bounds, choices)."""
+    base, optional, item = kind_of(tp)
     if value is None:
         if optional:
             return True, None
         problems.append(f"{path}: must not be empty; {_allowed(base, meta)}")
         return False, None
-    if base == "bool":
-        if isinstance(value, bool):
-            return True, value
-        problems.append(f"{path}: expected true or false, got {quote(value)}")
+    check = _CHECKS.get(base)
+    if check is None:
+        problems.append(f"{path}: unsupported field type {tp}")
         return False, None
-    if base == "int":
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            problems.append(f"{path}: expected a whole number; {_allowed(base, meta)}; got {quote(value)}")
-            return False, None
-        value = int(value)
-        return _check_range(value, meta, path, problems, base)
-    if base == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            if isinstance(value, str):
-                try:
-                    value = float(value)
-                except ValueError:
-                    problems.append(f"{path}: expected a number; {_allowed(base, meta)}; got {quote(value)}")
-                    return False, None
-            else:
-                problems.append(f"{path}: expected a number; {_allowed(base, meta)}; got {quote(value)}")
-                return False, None
-        value = float(value)
-        if not math.isfinite(value):
-            problems.append(f"{path}: must be a finite number; {_allowed(base, meta)}; got {quote(value)}")
-            return False, None
-        return _check_range(value, meta, path, problems, base)
-    if base == "str":
-        if not isinstance(value, str):
-            problems.append(f"{path}: expected text, got {type(value).__name__}")
-            return False, None
-        if "choices" in meta and value not in meta["choices"]:
-            problems.append(f"{path}: {quote(value)} is not allowed; choose one of: {', '.join(meta['choices'])}")
-            return False, None
-        if len(value) > meta.get("max_len", 200):
-            problems.append(f"{path}: at most {meta.get('max_len', 200)} characters")
-            return False, None
-        if any(ord(c) < 32 and c not in "\t" for c in value):
-            problems.append(f"{path}: control characters are not allowed")
-            return False, None
+    return check(value, meta, path, problems, item)
+
+
+def _check_bool(value: Any, meta: Mapping[str, Any], path: str, problems: list[str], _item: Any) -> tuple[bool, Any]:
+    if isinstance(value, bool):
         return True, value
-    if base.startswith("tuple"):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            problems.append(f"{path}: expected a list, got {type(value).__name__}")
-            return False, None
-        inner = "float" if "float" in base else "int" if "int" in base else "str"
-        out = []
-        fake = dataclasses.field(metadata={k: v for k, v in meta.items() if k != "max_items"})
-        fake.type = inner  # type: ignore[attr-defined]
-        ok_all = True
-        for i, v in enumerate(value):
-            ok, coerced = check_value(fake, v, f"{path}[{i}]", problems)
-            ok_all &= ok
-            out.append(coerced)
-        if len(out) > meta.get("max_items", 1000):
-            problems.append(f"{path}: at most {meta.get('max_items', 1000)} items")
-            return False, None
-        return ok_all, tuple(out)
-    problems.append(f"{path}: unsupported field type {ann}")
+    problems.append(f"{path}: expected true or false, got {quote(value)}")
     return False, None
 
 
-def _check_range(value: float, meta: Mapping[str, Any], path: str, problems: list[str], base: str) -> tuple[bool, Any]:
+def _check_int(value: Any, meta: Mapping[str, Any], path: str, problems: list[str], _item: Any) -> tuple[bool, Any]:
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        problems.append(f"{path}: expected a whole number; {_allowed(int, meta)}; got {quote(value)}")
+        return False, None
+    return _check_range(int(value), meta, path, problems, int)
+
+
+def _check_float(value: Any, meta: Mapping[str, Any], path: str, problems: list[str], _item: Any) -> tuple[bool, Any]:
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None:
+        problems.append(f"{path}: expected a number; {_allowed(float, meta)}; got {quote(value)}")
+        return False, None
+    number = float(number)
+    if not math.isfinite(number):
+        problems.append(f"{path}: must be a finite number; {_allowed(float, meta)}; got {quote(number)}")
+        return False, None
+    return _check_range(number, meta, path, problems, float)
+
+
+def _check_str(value: Any, meta: Mapping[str, Any], path: str, problems: list[str], _item: Any) -> tuple[bool, Any]:
+    if not isinstance(value, str):
+        problems.append(f"{path}: expected text, got {type(value).__name__}")
+        return False, None
+    if "choices" in meta and value not in meta["choices"]:
+        problems.append(f"{path}: {quote(value)} is not allowed; choose one of: {', '.join(meta['choices'])}")
+        return False, None
+    if len(value) > meta.get("max_len", 200):
+        problems.append(f"{path}: at most {meta.get('max_len', 200)} characters")
+        return False, None
+    if any(ord(c) < 32 and c not in "\t" for c in value):
+        problems.append(f"{path}: control characters are not allowed")
+        return False, None
+    return True, value
+
+
+def _check_tuple(value: Any, meta: Mapping[str, Any], path: str, problems: list[str], item: Any) -> tuple[bool, Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        problems.append(f"{path}: expected a list, got {type(value).__name__}")
+        return False, None
+    item_meta = {k: v for k, v in meta.items() if k != "max_items"}  # bounds apply to each item
+    checked = [check_value(item, item_meta, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if len(checked) > meta.get("max_items", 1000):
+        problems.append(f"{path}: at most {meta.get('max_items', 1000)} items")
+        return False, None
+    return all(ok for ok, _ in checked), tuple(v for _, v in checked)
+
+
+_CHECKS = {bool: _check_bool, int: _check_int, float: _check_float, str: _check_str, tuple: _check_tuple}
+
+
+def _check_range(value: float, meta: Mapping[str, Any], path: str, problems: list[str], base: Any) -> tuple[bool, Any]:
     bad = (
         ("min" in meta and value < meta["min"])
         or ("max" in meta and value > meta["max"])
@@ -305,8 +333,9 @@ def _check_range(value: float, meta: Mapping[str, Any], path: str, problems: lis
     return True, value
 
 
-def _allowed(base: str, meta: Mapping[str, Any]) -> str:
-    kind = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}.get(base, base)
+def _allowed(base: Any, meta: Mapping[str, Any]) -> str:
+    kind = {int: "a whole number", float: "a number", str: "text", bool: "true or false", tuple: "a list"}.get(
+        base, str(base))
     parts = []
     if "choices" in meta:
         return "allowed: " + ", ".join(map(str, meta["choices"]))
