@@ -51,18 +51,13 @@ DEFAULTS = {"steps": 600, "batch_size": 256, "seed": 0, "lr": 1e-3, "weight_deca
 # ---- model --------------------------------------------------------------------------------------
 def create_concept_model() -> nn.Module:
     """The ``ldifs-concept-vit`` architecture with freshly initialised weights."""
-    import logging
-
     import open_clip
 
+    from .backbones import quiet_open_clip
+
     open_clip.add_model_config(CONFIG_DIR)
-    log = logging.getLogger()
-    level = log.level
-    log.setLevel(max(level, logging.ERROR))  # open_clip warns that no pretrained weights were asked for
-    try:
+    with quiet_open_clip():  # it warns that no pretrained weights were asked for; the process's logging stays as is
         return open_clip.create_model(CONFIG_NAME, pretrained=None)
-    finally:
-        log.setLevel(level)
 
 
 def concept_tokenizer():
