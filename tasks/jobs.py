@@ -312,16 +312,16 @@ class _Attempt:
 
         def store_call(fn, default):
             nonlocal store_lost_at
-            if store_lost_at is not None and servers.BACKOFF.waiting:
+            if store_lost_at is not None and servers.STORE.waiting:
                 return default  # not before the back-off pause is over
             try:
                 value = fn()
             except StoreUnavailable as e:
-                servers.BACKOFF.failed(str(e))
+                servers.STORE.failed(str(e))
                 store_lost_at = store_lost_at or time.monotonic()
                 return default
             if store_lost_at is not None:
-                servers.BACKOFF.ok("the job store is")
+                servers.STORE.ok()
                 store_lost_at = None
             return value
 

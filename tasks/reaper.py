@@ -213,11 +213,13 @@ class Reaper:
         while not self._stop.wait(self.settings.reaper_interval_s):
             try:
                 reap_once(self.settings)
+                servers.STORE.ok()
                 if self.settings.queue_url:  # Redis: a message lost in an outage (or a failed enqueue) comes back
                     recover_queue(self.settings, suspects=self._suspects)
+                    servers.QUEUE.ok()
             except Exception as e:
                 message = servers.outage(e, self.settings)
                 if message is None:
                     log.exception("reaper pass failed")
                 else:
-                    servers.BACKOFF.failed(message)
+                    servers.backoff_for(e).failed(message)

@@ -48,13 +48,12 @@ def outage(exc: BaseException, settings: Settings | None = None) -> str | None:
 
 
 class Backoff:
-    """Pauses that double up to ``cap``; one log line per retry, shared by the threads of a process."""
+    """Pauses that double up to ``cap`` for one server; one log line per retry, shared by a process's threads."""
 
-    def __init__(self, first: float = 1.0, cap: float = 30.0):
-        self.first, self.cap = first, cap
+    def __init__(self, what: str = "the server is", first: float = 1.0, cap: float = 30.0):
+        self.what, self.first, self.cap = what, first, cap
         self._delay = 0.0
         self._until = 0.0
-        self._subject = ""
         self._lock = threading.Lock()
 
     @property
@@ -68,31 +67,38 @@ class Backoff:
 
     def failed(self, message: str) -> float:
         """Record a failure; returns how long to wait before the next try."""
-        subject = message.split(":", 1)[0]  # which server; another one failing now means the first is back
         with self._lock:
             now = time.monotonic()
-            if subject == self._subject and now < self._until:  # another thread already reported this round
+            if now < self._until:  # another thread already reported this round
                 return self._until - now
-            if subject != self._subject:
-                self._delay, self._subject = 0.0, subject
             self._delay = self.first if not self._delay else min(self.cap, self._delay * 2)
             self._until = now + self._delay
             log.warning("%s; retrying in %s s", message, f"{self._delay:g}")
             return self._delay
 
-    def ok(self, what: str = "the servers are") -> None:
+    def ok(self) -> None:
+        """The server answered: say so once if it had not, and start the next outage at the shortest pause."""
         with self._lock:
             if self._delay:
-                log.warning("%s reachable again", what)
-            self._delay, self._until, self._subject = 0.0, 0.0, ""
+                log.warning("%s reachable again", self.what)
+            self._delay, self._until = 0.0, 0.0
 
 
-BACKOFF = Backoff()  # process-wide: the worker threads, the scheduler and the reaper report one outage once
+# Process-wide, one per server: the worker threads, the scheduler and the reaper report one outage once,
+# and a queue that answers says nothing about the job store (and back).
+STORE = Backoff("the job store is")
+QUEUE = Backoff("the queue is")
+
+
+def backoff_for(exc: BaseException) -> Backoff:
+    """The back-off of the server an outage error is about."""
+    return STORE if isinstance(exc, StoreUnavailable) else QUEUE
 
 
 def retrying(fn: Callable[[], T], settings: Settings, stop: threading.Event | None = None,
-             backoff: Backoff = BACKOFF) -> T | None:
+             backoff: Backoff | None = None) -> T | None:
     """``fn()``, retried with back-off while a server is unreachable; None if ``stop`` is set meanwhile."""
+    used: set[Backoff] = set()
     while True:
         try:
             value = fn()
@@ -100,15 +106,17 @@ def retrying(fn: Callable[[], T], settings: Settings, stop: threading.Event | No
             message = outage(e, settings)
             if message is None:
                 raise
-            delay = backoff.failed(message)
+            b = backoff or backoff_for(e)
+            used.add(b)
+            delay = b.failed(message)
             if stop is not None:
                 if stop.wait(delay):
                     return None
             else:
                 time.sleep(delay)
             continue
-        if backoff.failing:
-            backoff.ok()
+        for b in used:
+            b.ok()
         return value
 
 
@@ -195,10 +203,10 @@ def consumer_classes(settings: Settings) -> tuple[type, type]:
                     self._logger.exception("Error reading from queue")
                     self.sleep()
                 else:
-                    self.stop_flag.wait(BACKOFF.failed(message))
+                    self.stop_flag.wait(QUEUE.failed(message))
                 return
-            if BACKOFF.failing:
-                BACKOFF.ok()
+            if QUEUE.failing:
+                QUEUE.ok()
             if task is None:
                 if not self.huey.storage.blocking:
                     self.sleep()
@@ -218,7 +226,7 @@ def consumer_classes(settings: Settings) -> tuple[type, type]:
                 if message is None:
                     self._logger.exception("Error reading schedule.")
                 else:
-                    BACKOFF.failed(message)
+                    QUEUE.failed(message)
                 due = []
             for task in due:
                 try:
@@ -228,7 +236,7 @@ def consumer_classes(settings: Settings) -> tuple[type, type]:
                     if message is None:
                         self._logger.exception("Error enqueueing %s.", task)
                     else:
-                        BACKOFF.failed(message)  # the job stays QUEUED in the store; the reaper re-enqueues it
+                        QUEUE.failed(message)  # the job stays QUEUED in the store; the reaper re-enqueues it
             self.stop_flag.wait(self.interval)
 
     return QueueWorker, QueueScheduler

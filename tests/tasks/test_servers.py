@@ -46,9 +46,9 @@ def test_a_worker_without_the_shared_volume_refuses_to_start_in_one_line(setting
     assert "LDIFS_SHARED_DIR" in err and "DEPLOY-workers.md" in err
 
 
-def test_backoff_doubles_logs_once_per_round_and_restarts_for_another_server(caplog, home):
+def test_backoff_doubles_logs_once_per_round_and_is_kept_per_server(caplog, home, monkeypatch):
     caplog.set_level(logging.WARNING, "ldifs.worker")
-    b = servers.Backoff(first=0.01, cap=0.04)
+    b = servers.Backoff("the job store is", first=0.01, cap=0.04)
     s = get_settings()
     calls = {"n": 0}
 
@@ -65,6 +65,17 @@ def test_backoff_doubles_logs_once_per_round_and_restarts_for_another_server(cap
     assert b._delay == 0 and lines[-1].endswith("reachable again")
     with pytest.raises(ValueError):  # only "cannot reach" errors are retried
         servers.retrying(lambda: int("x"), s, backoff=b)
+
+    import redis
+
+    store, queue_ = servers.Backoff("the job store is"), servers.Backoff("the queue is")
+    monkeypatch.setattr(servers, "STORE", store)
+    monkeypatch.setattr(servers, "QUEUE", queue_)
+    assert servers.backoff_for(StoreUnavailable("x")) is store
+    assert servers.backoff_for(redis.exceptions.ConnectionError("y")) is queue_
+    store.failed("cannot reach the job store (PostgreSQL at db:5432/ldifs): Connection refused")
+    queue_.ok()  # an idle worker thread that just read the queue says nothing about the database
+    assert store.failing and store.waiting
 
 
 def test_the_compose_file_uses_real_settings_and_commands():
@@ -141,4 +152,4 @@ def test_a_running_job_rides_out_a_database_outage_then_stops_at_a_checkpoint(ma
     assert any(m.startswith("cannot reach the job store (PostgreSQL at 127.0.0.1:") for m in messages)
     assert any("unreachable for" in m and "stopping the engine at a checkpoint" in m for m in messages)
     assert any(m.endswith("reachable again") for m in messages)
-    servers.BACKOFF.ok()
+    servers.STORE.ok()
