@@ -50,6 +50,8 @@ def _layout(fig: go.Figure, title: str, height: int, **kw: Any) -> go.Figure:
         legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, x=0.0, xanchor="left"),
     )
     fig.update_layout(**{**base, **kw})
+    fig.update_xaxes(automargin=True)  # axis titles are never clipped on a narrow screen
+    fig.update_yaxes(automargin=True)
     return fig
 
 
@@ -180,10 +182,16 @@ def dumbbell(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
                              marker=dict(color=BEFORE, size=12, symbol="circle-open", line=dict(width=2.5)),
                              error_x=_error(before, [r.side_ci("before", metric) for r in rows], BEFORE),
                              customdata=custom, hovertemplate=hover))
-    fig.add_trace(go.Scatter(x=after, y=y, mode="markers", name="After fine-tuning",
+    fig.add_trace(go.Scatter(x=after, y=y, mode="markers", name="After fine-tuning", showlegend=False,
                              marker=dict(color=colours, size=13, line=dict(color="white", width=1)),
                              error_x=_error(after, [r.side_ci("after", metric) for r in rows], "#333"),
                              customdata=custom, hovertemplate=hover))
+    # The legend names each "after" colour that occurs (one swatch for an array of colours would show
+    # only the first row's colour, whatever the others are).
+    for colour, words in ((BETTER, "After: better"), (WORSE, "After: worse"), (SAME, "After: no change")):
+        if colour in colours:
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=words, hoverinfo="skip",
+                                     marker=dict(color=colour, size=13)))
     for r in rows:
         if r.delta(metric) is None:
             fig.add_annotation(x=50, y=r.label, text=html_escape(r.gap(metric)), showarrow=False,
@@ -279,7 +287,7 @@ def wise_ft(results: Mapping[str, Any]) -> go.Figure | None:
     tgt = _series(w.get("target_head_acc"), n)
     ctl = [None if v is None else v for v in _series(w.get("mean_delta_zs_controls"), n)]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=("Target accuracy", "Average change on control datasets"))
+                        subplot_titles=("Target accuracy", "Average change on controls"))
     fig.add_trace(go.Scatter(x=alphas, y=tgt, mode="lines+markers", connectgaps=False, name="Target accuracy",
                              line=dict(color=TARGET, width=3),
                              hovertemplate="mix %{x:.2f}: %{y:.1f} %<extra></extra>"), row=1, col=1)
@@ -287,10 +295,10 @@ def wise_ft(results: Mapping[str, Any]) -> go.Figure | None:
                              line=dict(color=WORSE, width=3),
                              hovertemplate="mix %{x:.2f}: %{y:+.1f} points<extra></extra>"), row=2, col=1)
     fig.add_hline(y=0, line_color="#444", line_width=1, row=2, col=1)
-    fig.update_xaxes(title_text="Mixing ratio (0 = original model, 1 = fine-tuned model)", row=2, col=1)
+    fig.update_xaxes(title_text="Mix (0 = original, 1 = fine-tuned)", row=2, col=1)
     fig.update_yaxes(ticksuffix=" %", row=1, col=1)
     fig.update_yaxes(title_text="points", row=2, col=1)
-    return _layout(fig, "WiSE-FT: mixing the original and fine-tuned weights", 480, showlegend=False)
+    return _layout(fig, "WiSE-FT weight mixes", 480, showlegend=False)
 
 
 def continual_matrix(results: Mapping[str, Any]) -> go.Figure | None:

@@ -111,7 +111,7 @@ def progress_html(job: Any, title: str = "") -> str:
 def job_summary(job: Any, names: Names | None = None) -> str:
     """Markdown: title, state and the numbers a user watches."""
     names = names or Names({}, {})
-    lines = [f"### {text.md_escape(names.title(job))}",
+    lines = [f"## {text.md_escape(names.title(job))}",
              f"{text.state_badge(job.state)} · {text.md_escape(names.method(job.method))} on "
              f"{text.md_escape(names.dataset(job.target))} · job `{text.md_escape(job.id)}`"]
     facts = []
@@ -205,8 +205,8 @@ class JobsTab:
     plot: gr.Plot
     smoothing: gr.Slider
     log_y: gr.Checkbox
-    logs: gr.Code
-    spec: gr.Code
+    logs: gr.Textbox
+    spec: gr.Textbox
     timer: gr.Timer
     cache: gr.State
     ids: gr.State
@@ -242,11 +242,13 @@ def _panel() -> tuple:
             log_y = gr.Checkbox(value=False, label="Log-scale loss", info="Useful when the loss spans decades.")
         with gr.Row():
             with gr.Column():
-                logs = gr.Code(label="Last log lines", language=None, lines=12, max_lines=40, interactive=False,
-                               elem_id="job-logs")
+                # Read-only text boxes, not gr.Code: its scroll area cannot take keyboard focus and its
+                # syntax colours fail contrast (axe-core; docs/APP.md, Accessibility).
+                logs = gr.Textbox(label="Last log lines", lines=12, max_lines=40, interactive=False,
+                                  elem_id="job-logs", elem_classes="mono")
             with gr.Column():
-                spec_box = gr.Code(label="Spec (frozen at submit time)", language="yaml", lines=12, max_lines=60,
-                                   interactive=False)
+                spec_box = gr.Textbox(label="Spec (frozen at submit time)", lines=12, max_lines=60,
+                                      interactive=False, elem_id="job-spec", elem_classes="mono")
     return panel, summary, progress, btns, help_md, plot, smoothing, log_y, logs, spec_box
 
 

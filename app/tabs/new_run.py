@@ -280,13 +280,13 @@ def _method_settings(form: Form, choices: Mapping[str, list]) -> tuple[list, dic
 
 def _advanced(form: Form, choices: Mapping[str, list], by_path: dict) -> tuple[list, dict, gr.Number]:
     with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
-        gr.Markdown(f"### {text.SECTION_TITLES['params']}")
+        gr.Markdown(f"## {text.SECTION_TITLES['params']}")
         param_inputs, groups = _method_settings(form, choices)
         for section in ("data", "method", "optim", "eval", ""):
             sec_fields = [f for f in form.fields if f.section == section and f.path not in BASIC_PATHS]
             if not sec_fields:
                 continue
-            gr.Markdown(f"### {text.SECTION_TITLES[section]}")
+            gr.Markdown(f"## {text.SECTION_TITLES[section]}")
             for i in range(0, len(sec_fields), 3):
                 with gr.Row():
                     for f in sec_fields[i:i + 3]:
@@ -298,7 +298,7 @@ def _advanced(form: Form, choices: Mapping[str, list], by_path: dict) -> tuple[l
 
 
 def _side_panel() -> tuple:
-    gr.Markdown("### Before you start")
+    gr.Markdown("## Before you start")
     preflight = gr.Markdown("Press **Check** to validate the settings.", elem_id="preflight")
     extras_state = gr.State([])
     extras = gr.CheckboxGroup(choices=[], value=[], label="Also queue", visible=False, elem_id="extras",
