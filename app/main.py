@@ -229,7 +229,8 @@ def _public_api(ctx: AppContext) -> None:
         """Queue a run from its spec (YAML or JSON text, as `ldifs submit` reads). Returns the job id."""
         from .forms import yaml_to_spec
 
-        return api.submit(ctx.user(request), yaml_to_spec(spec_yaml), priority=0 if priority is None else priority)  # 3.7, True, "5": refused, not truncated
+        # 3.7, True, "5" are refused by tasks.api, not truncated here
+        return api.submit(ctx.user(request), yaml_to_spec(spec_yaml), priority=0 if priority is None else priority)
 
     @api_errors
     def list_jobs(state: str = "", request: gr.Request = None) -> list:  # type: ignore[assignment]

@@ -90,7 +90,8 @@ def test_disk_full_at_submit_is_a_readable_error_and_queues_nothing(manual, monk
 
 
 def test_disk_full_in_the_engine_fails_the_job_promptly_and_it_resumes(immediate, monkeypatch):
-    monkeypatch.setenv("FAKE_FAIL", "7:3:DiskFull:disk full: could not write checkpoint step-00000004 in /x (0 MB free)")
+    monkeypatch.setenv("FAKE_FAIL",
+                       "7:3:DiskFull:disk full: could not write checkpoint step-00000004 in /x (0 MB free)")
     job = api.submit("alice", spec(steps=6, every=2))
     view = api.get_job("alice", job)
     assert view.state == FAILED and view.message.startswith("disk full") and view.resumable
