@@ -121,6 +121,14 @@ def test_two_users_downloads_and_private_events(fake_engine, tmp_path):
         with pytest.raises(Exception) as e:
             bob_api.predict("optim: {steps: 0}", 0, api_name="/submit")
         assert ">=" in str(e.value) and "&gt;" not in str(e.value)
+        from tests.engine.test_specio import alias_bomb
+
+        for hostile in (alias_bomb(9, 9), alias_bomb(10, 9), "[" * 5000 + "]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000):
+            t0 = time.perf_counter()
+            with pytest.raises(Exception) as e:
+                bob_api.predict(hostile, 0, api_name="/submit")
+            took = time.perf_counter() - t0
+            assert took < 3 and len(str(e.value)) < 300 and "spec" in str(e.value), (took, str(e.value)[:300])
         for prio in (3.7, True, "5", 11):
             with pytest.raises(Exception, match="priority"):
                 bob_api.predict(SPEC, prio, api_name="/submit")
