@@ -283,16 +283,42 @@ def stat_cards(results: Mapping[str, Any], reference: Mapping[str, Any] | None =
     ]
 
 
+def _stat(aggregate: Mapping[str, Any], *path: str) -> Mapping[str, Any] | None:
+    node: Any = aggregate
+    for p in path:
+        node = node.get(p) if isinstance(node, Mapping) else None
+    return node if isinstance(node, Mapping) and _ok(node.get("mean")) else None
+
+
+def mean_sd(values: Sequence[float | None]) -> dict[str, float] | None:
+    """Mean and sample sd of the numbers among ``values`` (sd 0 for a single number), None when none."""
+    nums = [float(v) for v in values if _ok(v)]
+    if not nums:
+        return None
+    m = sum(nums) / len(nums)
+    sd = (sum((v - m) ** 2 for v in nums) / (len(nums) - 1)) ** 0.5 if len(nums) > 1 else 0.0
+    return {"mean": m, "sd": sd}
+
+
+def mean_sd_points(stat: Mapping[str, Any] | None) -> str:
+    """'+61.0 ± 1.2' (points) from ``ldifs_engine.stats.mean_sd``'s dict; '—' without a mean."""
+    if not stat:
+        return "—"
+    sd = stat.get("sd") if _ok(stat.get("sd")) else 0.0
+    return f"{points(stat['mean'])} ± {points(sd, sign=False)}"
+
+
 def group_line(aggregate: Mapping[str, Any] | None, n: int) -> str:
-    """'Repeated over 3 seeds: target +61.0 ± 1.2 points, controls −6.0 ± 0.8 points (mean ± sd).'"""
+    """'Repeated over 3 seeds: target +61.0 ± 1.2 points, controls −6.0 ± 0.8 points (mean ± sd).'
+
+    ``aggregate`` is ``tasks.api.group_results(...)["aggregate"]`` (``ldifs_engine.stats.aggregate_runs``)."""
     if not aggregate or n < 2:
         return ""
     parts = []
-    for key, what in (("target_gain", "target"), ("mean_delta_zs_controls", "controls")):
-        v = aggregate.get(key)
-        if isinstance(v, Mapping) and _ok(v.get("mean")):
-            sd = v.get("sd") if _ok(v.get("sd")) else 0.0
-            parts.append(f"{what} {points(v['mean'])} ± {points(sd, sign=False)} points")
+    for path, what in ((("target_head_acc", "gain"), "target"), (("summary", "mean_delta_zs_controls"), "controls")):
+        stat = _stat(aggregate, *path)
+        if stat:
+            parts.append(f"{what} {mean_sd_points(stat)} points")
     if not parts:
         return ""
     return f"Repeated over {n} seeds: " + ", ".join(parts) + " (mean ± sd)."

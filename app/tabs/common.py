@@ -79,7 +79,8 @@ class Names:
 
     def run_label(self, job: Any) -> str:
         """The label of a finished run in the Report and Compare lists."""
-        return f"{self.title(job)} · {self.method(job.method)} on {self.dataset(job.target)} · {str(job.id)[:8]}"
+        title, what = self.title(job), f"{self.method(job.method)} on {self.dataset(job.target)}"
+        return f"{title} · {str(job.id)[:8]}" if title == what else f"{title} · {what} · {str(job.id)[:8]}"
 
     def run_choices(self, jobs: Iterable[Any]) -> list[tuple[str, str]]:
         return [(self.run_label(j), str(j.id)) for j in jobs]

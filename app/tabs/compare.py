@@ -78,21 +78,44 @@ def layout() -> CompareTab:
     return CompareTab(picker, metric, refresh, [empty, body, scatter, heat, summary, diff])
 
 
-def _runs(ctx: AppContext, user: str, ids: Sequence[str]) -> list[RunEntry]:
+def _runs(ctx: AppContext, user: str, ids: Sequence[str]) -> tuple[list[RunEntry], dict[str, str]]:
+    """The picked finished runs (coloured) and, for those that are seed repeats, their group ids."""
     names = Names.load(ctx.api, user)
-    runs = []
+    runs, groups = [], {}
     for jid in list(ids or [])[:MAX_RUNS]:
         res = ctx.api.get_results(user, jid)
         if res is None:
             continue
-        runs.append(RunEntry(str(jid), names.title(ctx.api.get_job(user, jid)), res))
+        job = ctx.api.get_job(user, jid)
+        runs.append(RunEntry(str(jid), names.title(job), res))
+        if getattr(job, "group", None):
+            groups[str(jid)] = str(job.group)
     colours = charts.run_colours([r.id for r in runs])
-    return [RunEntry(r.id, r.label, r.results, colours[r.id]) for r in runs]
+    return [RunEntry(r.id, r.label, r.results, colours[r.id]) for r in runs], groups
+
+
+def group_rows(runs: Sequence[RunEntry], groups: dict[str, str]) -> list[list[str]]:
+    """One extra summary row per seed-repeat group with two or more picked runs: mean ± sd (points)."""
+    members: dict[str, list[RunEntry]] = {}
+    for r in runs:
+        if r.id in groups:
+            members.setdefault(groups[r.id], []).append(r)
+    rows = []
+    for _group, rs in members.items():
+        if len(rs) < 2:
+            continue
+        pts = [charts.run_point(r.results) for r in rs]
+        gains = story.mean_sd([p[0] for p in pts])
+        means = story.mean_sd([p[1] for p in pts])
+        rows.append([f"{rs[0].label} — {len(rs)} seeds, mean ± sd", rs[0].method, str(rs[0].results.get("target", "")),
+                     story.mean_sd_points(None if gains is None else {k: v / 100 for k, v in gains.items()}),
+                     story.mean_sd_points(None if means is None else {k: v / 100 for k, v in means.items()}), "", ""])
+    return rows
 
 
 @user_errors
 def draw(ctx: AppContext, ids: Sequence[str], metric_v: str, request: gr.Request) -> list:
-    runs = _runs(ctx, ctx.user(request), ids)
+    runs, groups = _runs(ctx, ctx.user(request), ids)
     if len(runs) < 2:
         msg = text.EMPTY_COMPARE if not runs else "Pick at least one more finished run."
         return [gr.Markdown(msg, visible=True), gr.Column(visible=False)] + [gr.skip()] * 4
@@ -101,7 +124,8 @@ def draw(ctx: AppContext, ids: Sequence[str], metric_v: str, request: gr.Request
     if not rows:
         headers, rows = ["Setting"], [["The runs have identical settings (except the seed, if any)."]]
     return [gr.Markdown(visible=False), gr.Column(visible=True), charts.tradeoff_scatter(runs),
-            charts.compare_heatmap(runs, metric_v), summary_rows(runs), gr.Dataframe(value=rows, headers=headers)]
+            charts.compare_heatmap(runs, metric_v), summary_rows(runs) + group_rows(runs, groups),
+            gr.Dataframe(value=rows, headers=headers)]
 
 
 @user_errors

@@ -26,7 +26,8 @@ PHASES = {"starting": "starting the engine", "queued": "waiting for a worker",
           "before_eval": "measuring the model before fine-tuning", "sanity": "checking one training step",
           "fine_tuning": "fine-tuning", "train": "fine-tuning",
           "evaluating_after": "measuring the fine-tuned model", "after_eval": "measuring the fine-tuned model",
-          "wise_ft": "computing WiSE-FT mixes", "writing_results": "writing the report", "done": "writing the report"}
+          "wise_ft": "computing WiSE-FT mixes", "writing_results": "writing the report", "done": "writing the report",
+          "stage": "fine-tuning the next dataset of the sequence"}
 TRAINING = ("fine_tuning", "train")
 STARTING_NOTICE = "starting the engine"
 TABLE_HEADERS = ["Run", "State", "Progress", "ETA", "Method", "Target", "Created", "ID"]
@@ -151,7 +152,7 @@ def _stale(job: Any) -> bool:
         return False
     if STARTING_NOTICE in msg and phase != "starting":
         return True
-    return bool(phase and PHASES[phase] in msg)
+    return phase is not None  # while a phase is shown ("Now: …"), the engine's own words for it repeat it
 
 
 BUTTONS = (("stop", "Stop & save", "secondary", "Ask the run to save a checkpoint and stop; it can be resumed."),

@@ -162,8 +162,7 @@ def group_summary(ctx: AppContext, user: str, job: Any) -> str:
         g = ctx.api.group_results(user, group) or {}
     except Exception:  # noqa: BLE001 — the group line is extra; the run's own report still shows
         return ""
-    runs = g.get("runs") or g.get("results") or []
-    return story.group_line(g.get("aggregate"), len(runs))
+    return story.group_line(g.get("aggregate"), int(g.get("n_done") or 0))
 
 
 def report_views(ctx: AppContext, user: str, job: Any, results: Mapping[str, Any],

@@ -123,7 +123,8 @@ def test_verdict_levels():
 
 
 def test_group_line_mean_and_sd():
-    agg = {"target_gain": {"mean": 0.61, "sd": 0.012}, "mean_delta_zs_controls": {"mean": -0.06, "sd": 0.008}}
+    agg = {"target_head_acc": {"gain": {"mean": 0.61, "sd": 0.012, "n": 3}},
+           "summary": {"mean_delta_zs_controls": {"mean": -0.06, "sd": 0.008, "n": 3}}}  # aggregate_runs' shape
     assert story.group_line(agg, 3) == ("Repeated over 3 seeds: target +61.0 ± 1.2 points, controls −6.0 ± 0.8 "
                                         "points (mean ± sd).")
     assert story.group_line(agg, 1) == "" and story.group_line(None, 3) == ""

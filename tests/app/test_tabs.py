@@ -111,3 +111,43 @@ def test_bounds_note():
     assert new_run.bounds_note(fields["optim.lr"]) == " Allowed: > 0 and ≤ 1."
     assert new_run.bounds_note(fields["optim.steps"]) == " Allowed: 1 – 10,000,000. Leave empty for none."
     assert new_run.bounds_note(fields["method.head_init"]) == ""
+
+
+def test_progress_shows_the_phase_after_training_not_a_stale_100_percent():
+    """Issue 11: 'Now: fine-tuning · 100 % · about 0 s left' for minutes while the model was measured."""
+    after = _job(step=60, total_steps=60, eta_s=0.0, phase="evaluating_after", phase_progress=0.4,
+                 message="Starting the engine.")
+    html = jobs.progress_html(after)
+    assert "Measuring the fine-tuned model · 40 %" in html and "left" not in html
+    assert 'aria-valuenow="40"' in html and 'aria-label="Run progress"' in html
+    md = jobs.job_summary(after)
+    assert "Now: measuring the fine-tuned model" in md and "Starting the engine" not in md  # stale notice gone
+    row = jobs.jobs_table([after])[0]
+    assert row[2] == "measuring the fine-tuned model 40 %" and row[3] == "—"
+    training = _job(phase="fine_tuning", phase_progress=0.5)
+    assert "step 30/60" in jobs.progress_html(training) and "left" in jobs.progress_html(training)
+    no_number = jobs.progress_html(_job(phase="loading", phase_progress=None))
+    assert "Loading the model and datasets" in no_number and "aria-valuenow" not in no_number
+
+
+def test_uploads_are_shown_by_their_names():
+    from app.tabs.common import Names
+
+    api = FakeApi()
+    key = api.import_dataset("u", "x.zip", name="Cats and dogs")["key"]
+    names = Names.load(api, "u")
+    job = _job(title=f"ldifs on {key}", method="ldifs", target=key)
+    assert names.title(job) == "LDIFS on Cats and dogs"
+    assert jobs.jobs_table([job], names)[0][5] == "Cats and dogs"
+    assert "upload:" not in names.run_label(job).split(" · ")[0]
+
+
+def test_compare_shows_mean_and_sd_of_a_seed_group():
+    from app.charts import RunEntry
+
+    a, b = results(), results()
+    b["datasets"]["colour"]["after"]["zs_acc"] -= 0.05  # seed 1 forgets 1 point more on average
+    runs = [RunEntry("a1", "LDIFS", a), RunEntry("b1", "LDIFS", b), RunEntry("c1", "CE", results(method="ce"))]
+    rows = compare.group_rows(runs, {"a1": "g", "b1": "g"})
+    assert len(rows) == 1 and rows[0][0] == "LDIFS — 2 seeds, mean ± sd"
+    assert rows[0][3] == "+66.0 ± 0.0" and rows[0][4] == "−4.7 ± 0.7"
