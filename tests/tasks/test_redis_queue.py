@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,4 +148,5 @@ def test_a_worker_waits_for_unreachable_servers_then_runs_jobs(home, postgres, m
         if not (postgres.datadir / "postmaster.pid").exists():
             postgres.start()
         late_redis.stop()
+        shutil.rmtree(redis_dir, ignore_errors=True)
         print(log_path.read_text()[-3000:] if log_path.exists() else "")
