@@ -78,7 +78,8 @@ def test_two_users_downloads_and_private_events(fake_engine, tmp_path):
 
         # alice opens her report in the UI: the download buttons get per-user links
         session = uuid.uuid4().hex[:11]
-        call_event(alice, "report_refresh", [None, ""], session)  # the page's picker learns the finished runs (picker, run asked for)
+        # the page's picker learns the finished runs (inputs: picker, run asked for)
+        call_event(alice, "report_refresh", [None, ""], session)
         links = download_links(call_event(alice, "report_select", [job], session))
         assert len(links) >= 4, links  # CSV, JSON, HTML report, YAML
         for link in links:
@@ -123,7 +124,8 @@ def test_two_users_downloads_and_private_events(fake_engine, tmp_path):
         assert ">=" in str(e.value) and "&gt;" not in str(e.value)
         from tests.engine.test_specio import alias_bomb
 
-        for hostile in (alias_bomb(9, 9), alias_bomb(10, 9), "[" * 5000 + "]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000):
+        deep_json = '{"a":' * 5000 + "1" + "}" * 5000
+        for hostile in (alias_bomb(9, 9), alias_bomb(10, 9), "[" * 5000 + "]" * 5000, deep_json):
             t0 = time.perf_counter()
             with pytest.raises(Exception) as e:
                 bob_api.predict(hostile, 0, api_name="/submit")
