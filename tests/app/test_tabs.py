@@ -151,3 +151,25 @@ def test_compare_shows_mean_and_sd_of_a_seed_group():
     rows = compare.group_rows(runs, {"a1": "g", "b1": "g"})
     assert len(rows) == 1 and rows[0][0] == "LDIFS — 2 seeds, mean ± sd"
     assert rows[0][3] == "+66.0 ± 0.0" and rows[0][4] == "−4.7 ± 0.7"
+
+
+def test_skipped_files_are_listed_without_escape_backslashes_in_code():
+    md = datasets.ingestion_markdown({"name": "Mine", "classes": [], "accepted": 10,
+                                      "skipped": [{"member": "cat_1/bad_file.png", "reason": "not an image"}]})
+    assert "`" not in md  # no code span, where Markdown escapes would show as backslashes
+    assert "cat\\_1/bad\\_file\\.png: not an image" in md
+
+
+def test_a_rejected_upload_explains_itself_in_place():
+    from app.context import AppContext
+    from ldifs_engine.errors import SpecError
+
+    api = FakeApi()
+
+    def refuse(user, path, name=None):
+        raise SpecError("upload: the zip has only one class folder (red); at least 2 are needed")
+
+    api.import_dataset = refuse
+    out = datasets.import_zip(AppContext(api=api), "x.zip", "Mine", None)
+    assert out[0].startswith("✗ **Not imported.**") and "only one class folder" in out[0]
+    assert len(out) == 4  # the report area says why; the table, picker and file stay as they were
