@@ -162,24 +162,29 @@ def _stop_orphan(settings: Settings, run_dir: Path, pid: int, pgid: int) -> None
 
 
 def recover_queue(settings: Settings | None = None, store: JobStore | None = None,
-                  suspects: dict[str, tuple] | None = None) -> list[str]:
+                  suspects: dict[str, tuple] | None = None, grace_s: float = 0.0) -> list[str]:
     """Re-enqueue waiting jobs that have no message in the queue (a duplicate would be a no-op anyway).
 
     ``suspects`` (the periodic reaper's memory between passes): re-enqueue only a job found without a
-    message on two passes in a row, so one whose message is just being submitted or picked up is left alone.
+    message, unchanged, for ``grace_s`` or more, so one whose message is just being submitted or is in a
+    worker's hands on its way to the claim is left alone.
     """
     settings = settings or get_settings()
     store = store or open_store(settings)
     waiting = queue.queued_task_ids()
+    now = time.monotonic()
     out = []
     missing: dict[str, tuple] = {}
     for rec in store.pending_all():
         if rec["task_id"] in waiting:
             continue
         key = (rec["task_id"], rec["attempts"], rec["state"])
-        if suspects is not None and suspects.get(rec["id"]) != key:
-            missing[rec["id"]] = key
-            continue
+        if suspects is not None:
+            seen = suspects.get(rec["id"])
+            since = seen[1] if seen is not None and seen[0] == key else now
+            if now - since < grace_s or seen is None or seen[0] != key:
+                missing[rec["id"]] = (key, since)
+                continue
         task_id = queue.enqueue_run_job(rec["owner"], rec["id"], rec["attempts"], priority=rec["priority"])
         store.set_task_id(rec["owner"], rec["id"], task_id)
         out.append(rec["id"])
@@ -197,7 +202,7 @@ class Reaper:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or get_settings()
         self._stop = threading.Event()
-        self._suspects: dict[str, tuple] = {}  # waiting jobs seen without a queue message on the last pass
+        self._suspects: dict[str, tuple] = {}  # waiting jobs seen without a queue message: (state key, since)
         self._thread = threading.Thread(target=self._loop, name="ldifs-reaper", daemon=True)
 
     def start(self) -> Reaper:
@@ -215,7 +220,8 @@ class Reaper:
                 reap_once(self.settings)
                 servers.STORE.ok()
                 if self.settings.queue_url:  # Redis: a message lost in an outage (or a failed enqueue) comes back
-                    recover_queue(self.settings, suspects=self._suspects)
+                    recover_queue(self.settings, suspects=self._suspects,
+                                  grace_s=max(2 * self.settings.reaper_interval_s, 5.0))
                     servers.QUEUE.ok()
             except Exception as e:
                 message = servers.outage(e, self.settings)

@@ -129,3 +129,22 @@ def test_pid_alive():
     assert not reaper.pid_alive(dead_pid())
     assert not reaper.pid_alive(None)
     assert not reaper.pid_alive(os.getpid(), must_contain="no-such-run-dir-xyz")
+
+
+def test_the_periodic_recovery_leaves_a_message_in_flight_alone(manual, monkeypatch):
+    """A waiting job without a message is re-enqueued only once it has stayed so for the grace period
+    (its message may just be in a worker's hands on its way to the claim)."""
+    lost = api.submit("alice", spec())
+    queue.get_huey().flush()
+    clock = [1000.0]
+    monkeypatch.setattr(reaper.time, "monotonic", lambda: clock[0])
+    suspects: dict = {}
+    assert reaper.recover_queue(suspects=suspects, grace_s=5) == []  # first seen
+    clock[0] += 4
+    assert reaper.recover_queue(suspects=suspects, grace_s=5) == []  # still within the grace period
+    clock[0] += 2
+    assert reaper.recover_queue(suspects=suspects, grace_s=5) == [lost]
+    assert reaper.recover_queue(suspects=suspects, grace_s=5) == []  # its message is back in the queue
+    monkeypatch.undo()  # the real clock again before anything runs
+    queue.run_pending()
+    assert api.get_job("alice", lost).state == DONE
