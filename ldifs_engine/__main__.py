@@ -51,7 +51,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     args.workdir = args.out
     args.print_summary = True
+    if _load_spec(args.spec).seeds:
+        return train_repeats(args)
     return cmd_run(args)
+
+
+def train_repeats(args: argparse.Namespace) -> int:
+    """A spec with ``seeds``: each seed into ``OUT/seed-N/``, then their mean ± sd (``OUT/aggregate.json``)."""
+    spec = _load_spec(args.spec)
+    from .files import atomic_write_json
+    from .launch import run
+    from .stats import aggregate_runs
+    from .stopping import StopFlag
+    from .tables import repeats_line, summary_table
+
+    out = Path(args.out)
+    results = {}
+    for s in spec.expand_seeds():
+        print(f"[seed {s.seed}] fine-tuning into {out / f'seed-{s.seed}'} …", flush=True)
+        with StopFlag(out / f"seed-{s.seed}").installed() as stop:
+            results[f"seed {s.seed}"] = run(s, out / f"seed-{s.seed}", resume=args.resume, data_root=args.data_root,
+                                           download=args.download, should_stop=stop)
+    agg = aggregate_runs(list(results.values()))
+    atomic_write_json(out / "aggregate.json", agg)
+    print(summary_table(results))
+    print()
+    print(repeats_line(agg))
+    print(f"results: {out}/seed-N/results.json; mean ± sd: {out / 'aggregate.json'}")
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

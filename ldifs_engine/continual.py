@@ -67,6 +67,7 @@ def run_sequence(spec: RunSpec, workdir: str | Path, *, resume: bool = False, si
         atomic_write_json(workdir / "spec.json", spec.to_dict())
         stages = _run_stages(spec, specs, per_stage, workdir, sink, resume, kw)
         results = combine(spec, stages, time.perf_counter() - t0)
+        _attach_sequence_intervals(results, workdir, len(specs), spec.seed)
         _link_final(workdir, len(specs))
         validate_results(results)
         atomic_write_json(workdir / "results.json", results)
@@ -111,6 +112,16 @@ def _run_stages(spec: RunSpec, specs: list[RunSpec], per_stage: list[int | None]
         if (sdir / "final" / "head.safetensors").is_file():
             heads[s.data.target] = load_file(str(sdir / "final" / "head.safetensors"))
     return stages
+
+
+def _attach_sequence_intervals(results: dict, workdir: Path, n_stages: int, seed: int) -> None:
+    """Intervals of the whole sequence: the first stage's before paired with the last stage's after."""
+    from .intervals import PER_IMAGE, attach_intervals, read_per_image, sequence_per_image
+
+    per_image = sequence_per_image(read_per_image(stage_dir(workdir, 0)), read_per_image(stage_dir(workdir, n_stages - 1)))
+    if per_image is not None:
+        atomic_write_json(workdir / PER_IMAGE, per_image)
+    attach_intervals(results, per_image, seed)
 
 
 def _link_final(workdir: Path, n_stages: int) -> None:

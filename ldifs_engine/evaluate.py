@@ -174,6 +174,12 @@ def lp_metrics(train_feats, train_labels, test_feats, test_labels, num_classes: 
     return out, head, info
 
 
+def zs_acc_or_none(feats: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                   classnames: Sequence[str]) -> float | None:
+    """Zero-shot accuracy, or None when the head cannot tell the classes apart (curves, WiSE-FT)."""
+    return zs_metrics(feats, labels, weights, ece=False, classnames=classnames)["zs_acc"]
+
+
 CORRECT_KEYS = ("zs_correct", "lp_correct")  # per-image vectors: kept as tensors, never in the metrics dict
 
 

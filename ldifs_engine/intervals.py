@@ -46,12 +46,13 @@ def side_record(keep: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str
 
 
 def write_per_image(workdir: str | Path, datasets: Mapping[str, Mapping[str, Any]],
-                    target_head: Mapping[str, Any]) -> Path:
-    """Write ``per_image.json``: ``datasets[key] = {"before": side_record, "after": side_record}``,
-    ``target_head = {"before": bits, "after": bits}``."""
+                    target_head: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``per_image.json`` and return what it holds: ``datasets[key] = {"before": side_record,
+    "after": side_record}``, ``target_head = {"before": bits, "after": bits}`` (tensors become bits)."""
     record = {"schema": PER_IMAGE_SCHEMA, "datasets": dict(datasets),
               "target_head": {k: to_bits(v) if not isinstance(v, str) else v for k, v in target_head.items()}}
-    return atomic_write_json(Path(workdir) / PER_IMAGE, record)
+    atomic_write_json(Path(workdir) / PER_IMAGE, record)
+    return record
 
 
 def read_per_image(workdir: str | Path) -> dict[str, Any] | None:
@@ -120,3 +121,15 @@ def attach_intervals(results: dict[str, Any], per_image: Mapping[str, Any] | Non
     s["small_test_splits"] = [k for k, d in ds.items() if isinstance(d.get("n_test"), int) and d["n_test"] < SMALL_TEST_SPLIT]
     s["unmeasurable_zs"] = [k for k, d in ds.items() if d.get("zs_note")]
     return results
+
+
+def sequence_per_image(first: Mapping[str, Any] | None, last: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A continual sequence's vectors: "before" from its first stage (the pre-trained model), "after"
+    and the target head from its last stage. None when either stage has none (no intervals then)."""
+    if not first or not last:
+        return None
+    datasets = {}
+    for key, rec in (last.get("datasets") or {}).items():
+        start = (first.get("datasets") or {}).get(key) or {}
+        datasets[key] = {"before": start.get("before"), "after": rec.get("after")}
+    return {"schema": PER_IMAGE_SCHEMA, "datasets": datasets, "target_head": last.get("target_head") or {}}

@@ -37,9 +37,10 @@ from .data.cache_tensors import attach_eval_cache, content_stamp
 from .data.splits import seeded_split
 from .errors import Cancelled, DatasetUnavailable, LdifsError
 from .evaluate import (EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model, gather,
-                       idx_hash, lp_init_head, remember_before, subset_indices, zs_metrics)
+                       idx_hash, lp_init_head, remember_before, subset_indices, zs_acc_or_none)
 from .events import EventSink
 from .heads import ZS_SCALE, zs_head
+from .intervals import attach_intervals, side_record, write_per_image
 from .methods import METHODS
 from .methods.base import TrainState
 from .metrics import accuracy, forgetting_summary
@@ -262,12 +263,15 @@ class TaskRecipe:
         self.fingerprint = weights_fingerprint(self.model)
         self.before: dict[str, dict] = {}
         self.zs_w: dict[str, torch.Tensor] = {}  # the pre-trained text tower's zero-shot weights
+        self.per_image: dict[str, dict] = {}  # dataset → before/after correctness vectors (the intervals' input)
         hits = 0
-        for es in self.data.all:
+        for i, es in enumerate(self.data.all):
             m, keep, hit = before_metrics(self.model, es, self.pre, key=self._before_key(self.fingerprint, es),
                                           cache=self.cache, **self._eval_kw())
             hits += hit
             self.before[es.key], self.zs_w[es.key] = m, keep["zs_weights"]
+            self.per_image[es.key] = {"before": side_record(keep, m)}
+            self.sink.emit("progress", phase="before_eval", done=i + 1, total=len(self.data.all))
         self.sink.log(f"before-side: {hits} of {len(self.data.all)} datasets served from cache")
         self.eval_s += time.perf_counter() - t0
 
@@ -295,7 +299,8 @@ class TaskRecipe:
         self.initial_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         self.initial_head = copy.deepcopy(self.st.head).cpu() if self.st.head is not None else None
         feats, labels = encode_images(self.model.visual, target.test, target.test_idx, self.pre, device=self.device)
-        self.target_head_before = self.head_acc(feats, labels, self.zs_w[target.key])
+        self.head_before_correct = self.head_correct(feats, labels, self.zs_w[target.key])
+        self.target_head_before = self.head_before_correct.float().mean().item()
 
     def _lp_init_head(self) -> nn.Linear:
         # Fitted on the run's own training split, so the starting head does not depend on the
@@ -351,7 +356,7 @@ class TaskRecipe:
         for es in self.data.all:
             feats, labels = encode_images(self.model.visual, es.test, es.test_idx, self.pre, device=self.device)
             w = self.zs_weights_now(es)
-            out["zs_acc"][es.key] = accuracy(ZS_SCALE * feats @ w.t(), labels)
+            out["zs_acc"][es.key] = zs_acc_or_none(feats, labels, w, es.classnames)  # None: unmeasurable
             if es is self.data.target:
                 out["target_head_acc"] = self.head_acc(feats, labels, w)
         return out
@@ -365,12 +370,17 @@ class TaskRecipe:
         tuned = self.tuned_zs_weights(es)
         return tuned if tuned is not None else self.zs_w[es.key]
 
-    def head_acc(self, feats: torch.Tensor, labels: torch.Tensor, zs_target: torch.Tensor) -> float:
-        """Accuracy of the run's classifier: its head, or zero-shot weights for a method without one."""
+    def head_correct(self, feats: torch.Tensor, labels: torch.Tensor, zs_target: torch.Tensor) -> torch.Tensor:
+        """Per test image, whether the run's classifier (its head, or zero-shot weights for a method
+        without one) gets it right: the target's headline numbers and their intervals come from this."""
         if self.st.head is not None:
             with torch.no_grad():
-                return accuracy(self.st.head(feats.to(self.device)).float().cpu(), labels)
-        return accuracy(ZS_SCALE * feats @ zs_target.t(), labels)
+                return self.st.head(feats.to(self.device)).float().cpu().argmax(1) == labels
+        return (ZS_SCALE * feats @ zs_target.t()).argmax(1) == labels
+
+    def head_acc(self, feats: torch.Tensor, labels: torch.Tensor, zs_target: torch.Tensor) -> float:
+        """Accuracy of the run's classifier (``head_correct``'s mean)."""
+        return self.head_correct(feats, labels, zs_target).float().mean().item()
 
     # ---- 5. evaluate after --------------------------------------------------------------------
     def evaluate_after(self) -> None:
@@ -380,10 +390,14 @@ class TaskRecipe:
         # a sequence's next stage starts from these very weights: it reuses this evaluation as its before side
         fingerprint = weights_fingerprint(self.model) if self.opts.cache_after else None
         self._test_feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.datasets = {es.key: self._evaluate_after_on(es, fingerprint) for es in self.data.all}
+        self.datasets = {}
+        for i, es in enumerate(self.data.all):
+            self.datasets[es.key] = self._evaluate_after_on(es, fingerprint)
+            self.sink.emit("progress", phase="after_eval", done=i + 1, total=len(self.data.all))
         target = self.data.target
+        self.head_after_correct = self.head_correct(*self.test_feats(target), self.zs_weights_now(target))
         self.target_head = {"before": self.target_head_before,
-                            "after": self.head_acc(*self.test_feats(target), self.zs_weights_now(target))}
+                            "after": self.head_after_correct.float().mean().item()}
         self.carried = {key: self._carried_head_acc(key, state) for key, state in (self.opts.carry_heads or {}).items()}
         self.eval_s += time.perf_counter() - t0
 
@@ -393,13 +407,14 @@ class TaskRecipe:
                                  **self._eval_kw())
         if fingerprint is not None:
             remember_before(self.cache, self._before_key(fingerprint, es), m, keep)
+        self.per_image[es.key]["after"] = side_record(keep, m)
         entry = {"role": "target" if es is self.data.target else "control", "title": es.info.title,
                  "num_classes": len(es.classnames), "source": es.info.source,
                  "before": {k: self.before[es.key].get(k) for k in METRIC_KEYS},
                  "after": {k: m.get(k) for k in METRIC_KEYS}}
         if tuned is not None:  # how the tuned image tower scores with the original text tower
-            entry["after"]["zs_acc_pretrained_text"] = zs_metrics(*self.test_feats(es), self.zs_w[es.key],
-                                                                  ece=False)["zs_acc"]
+            entry["after"]["zs_acc_pretrained_text"] = zs_acc_or_none(*self.test_feats(es), self.zs_w[es.key],
+                                                                      es.classnames)
         return entry
 
     def test_feats(self, es: EvalSet) -> tuple[torch.Tensor, torch.Tensor]:
@@ -432,17 +447,18 @@ class TaskRecipe:
         ft_head = copy.deepcopy(head) if head is not None else None
         out: dict = {"alphas": list(alphas), "target_head_acc": [], "mean_delta_zs_controls": [], "target_zs_acc": []}
         try:
-            for a in alphas:
+            for n_done, a in enumerate(alphas):
                 model.load_state_dict(interpolate(self.initial_state, ft_state, a))
                 if head is not None:
                     head.load_state_dict(interpolate(self.initial_head.state_dict(), ft_head.state_dict(), a))
                 point = self.measure()
                 out["target_zs_acc"].append(point["zs_acc"][target])
                 out["target_head_acc"].append(point["target_head_acc"])
-                # an unmeasurable zero-shot head (null before) has no change either
+                # an unmeasurable zero-shot head (null before or now) has no change either
                 deltas = [point["zs_acc"][es.key] - self.before[es.key]["zs_acc"] for es in self.data.controls
-                          if self.before[es.key]["zs_acc"] is not None]
+                          if point["zs_acc"][es.key] is not None and self.before[es.key]["zs_acc"] is not None]
                 out["mean_delta_zs_controls"].append(sum(deltas) / len(deltas) if deltas else None)
+                self.sink.emit("progress", phase="wise_ft", done=n_done + 1, total=len(alphas))
         finally:
             model.load_state_dict(ft_state)
             if head is not None:
@@ -451,8 +467,13 @@ class TaskRecipe:
 
     # ---- 7. write results ---------------------------------------------------------------------
     def write_results(self) -> dict:
-        """Final weights first, then ``results.json`` (atomically, last: its presence means done)."""
+        """Final weights first, then ``per_image.json``, then ``results.json`` (atomically, last: its
+        presence means done) with the intervals drawn from the per-image vectors."""
+        self.sink.emit("phase", phase="write", message="writing the fine-tuned weights and the report")
         results = self.results(self.save_final())
+        vectors = write_per_image(self.workdir, self.per_image,
+                                  {"before": self.head_before_correct, "after": self.head_after_correct})
+        attach_intervals(results, vectors, self.spec.seed)
         validate_results(results)
         atomic_write_json(self.workdir / "results.json", results)
         self.sink.emit("phase", phase="done", message="finished")
