@@ -35,3 +35,28 @@ def test_the_engine_refuses_to_run_a_group_as_one_run(tmp_path):
 
     with pytest.raises(SpecError, match="seeds: a spec with seeds is a group of runs"):
         run(RunSpec.from_dict({"optim": {"steps": 5}, "seeds": [0, 1]}), tmp_path)
+
+
+def test_ldifs_train_runs_each_seed_into_its_folder_and_prints_mean_and_sd(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from ldifs_engine.__main__ import main
+
+    from .helpers import tiny_spec
+
+    d = tiny_spec(**{"optim.steps": 1, "eval.curve_points": 0, "data.max_eval_samples": 16,
+                     "data.max_train_samples": 32, "method.name": "ce", "method.params": {}})
+    d["seeds"] = [0, 1]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(d))
+    assert main(["train", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    runs = [json.loads((tmp_path / "out" / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    assert [r["spec"]["seed"] for r in runs] == [0, 1]
+    agg = json.loads((tmp_path / "out" / "aggregate.json").read_text())
+    assert agg["n_runs"] == 2 and agg["seeds"] == [0, 1]
+    mean = (runs[0]["target_head_acc"]["after"] + runs[1]["target_head_acc"]["after"]) / 2
+    assert agg["target_head_acc"]["after"]["mean"] == pytest.approx(mean)
+    assert "mean ± sd over 2 seeds (0, 1)" in out and f"target {100 * mean:.1f}" in out
+    assert "seed 0" in out and "seed 1" in out
