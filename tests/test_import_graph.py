@@ -14,9 +14,9 @@ PACKAGES = ("ldifs_engine", "tasks", "app")
 # modules that run as programs rather than being imported: console scripts (pyproject.toml),
 # ``python -m`` targets and the web app's launcher
 ENTRY_POINTS = {"app.cli", "app.main", "ldifs_engine.__main__", "tasks.worker"}
-# written for the runner and wired into it by work landing separately (results intervals: issue 11):
-# remove it from this set as soon as the graph shows an importer
-AWAITING_USE = {"ldifs_engine.intervals"}
+# written for the runner and wired into it by work landing separately: remove a module from this set as
+# soon as the graph shows an importer (all are wired now)
+AWAITING_USE: set[str] = set()
 
 
 def module_name(path: Path) -> str:
