@@ -1,12 +1,14 @@
-# LDIFS Studio — web app + embedded job worker, CPU torch by default.
+# LDIFS Studio — web app + embedded job worker. CUDA torch by default: the README's Space front-matter
+# suggests GPU hardware (t4-small), and a CUDA wheel also runs on a CPU-only machine (just a bigger image).
 #   docker build -t ldifs-studio .
-#   docker run -p 7860:7860 -v ldifs-data:/data -e LDIFS_AUTH=me:long-password ldifs-studio
-# GPU image: docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 -t ldifs-studio:gpu .
-#            docker run --gpus all ... ldifs-studio:gpu
+#   docker run --gpus all -p 7860:7860 -v ldifs-data:/data -e LDIFS_AUTH=me:long-password ldifs-studio
+# CPU-only image (~1.5 GB smaller): docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu .
+# On a Space, a Space *variable* TORCH_INDEX reaches this build as the build argument of the same name.
 # Hugging Face Spaces (sdk: docker, app_port: 7860, hf_oauth: true): see docs/DEPLOY.md.
 FROM python:3.11-slim
 
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# cu126 wheels run on Turing (T4) and newer with the drivers Spaces and current clouds ship.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -15,7 +17,8 @@ ENV PYTHONUNBUFFERED=1 \
     HF_HUB_DISABLE_TELEMETRY=1 \
     HOME=/home/user \
     PATH=/home/user/.local/bin:$PATH \
-    LDIFS_HOME=/data
+    LDIFS_HOME=/data \
+    HF_HOME=/data/models
 
 # Spaces (and good practice) run the container as uid 1000; the data volume belongs to that user.
 RUN useradd --create-home --uid 1000 user \

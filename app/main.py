@@ -320,6 +320,9 @@ def build_app(api: Any = None, *, auth: str = "none", poll_s: float = 2.0,
             who = gr.Markdown("", elem_id="app-user")
             if auth == "oauth":
                 gr.LoginButton(size="sm", scale=0)
+        setup_notes = ctx.api.startup_warnings()  # e.g. a GPU that the installed torch cannot use
+        if setup_notes:
+            gr.Markdown("\n".join(f"⚠ {line}" for line in setup_notes), elem_id="setup-warnings")
         nav = SimpleNamespace(demo=demo, focus_job=gr.State(""), clone_spec=gr.State({}))
         with gr.Tabs(selected="new", elem_id="tabs") as tabs:
             nav.tabs = tabs
@@ -373,6 +376,10 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, e
                                 blocked_dirs=(str(settings.runs_dir), str(settings.datasets_dir),
                                               str(settings.cache_dir), str(settings.models_dir)), **extra)
     kwargs = launch_kwargs(s)  # raises before anything starts if the setup is unsafe
+    from tasks.api import startup_warnings
+
+    for line in startup_warnings():
+        log.warning("%s", line)
     from tasks.store import open_store
 
     open_store(settings)  # a damaged job store is named now (one line), not shown as an empty history

@@ -109,7 +109,8 @@ def main() -> None:
     for k, label in (("ce", "CE"), ("ldifs", "LDIFS"), ("naive", "naive LDIFS")):
         mem = f"  peak {peaks[k]:.0f} MiB" if device.type == "cuda" else ""
         print(f"{label:<12} median step {1000 * med[k]:8.1f} ms  ({args.batch / med[k]:7.1f} img/s){mem}")
-    print(f"ldifs_over_ce={med['ldifs'] / med['ce']:.3f} naive_over_ldifs={med['naive'] / med['ldifs']:.3f}")
+    mem = f" peak_ldifs_over_ce={peaks['ldifs'] / peaks['ce']:.3f}" if device.type == "cuda" else ""
+    print(f"ldifs_over_ce={med['ldifs'] / med['ce']:.3f} naive_over_ldifs={med['naive'] / med['ldifs']:.3f}{mem}")
 
 
 if __name__ == "__main__":

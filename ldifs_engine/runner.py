@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from . import __version__
-from .backbones import get_tokenizer, load_backbone, preprocess_cfg, weights_fingerprint
+from .accel import auto_precision, compile_tower, setup_device, use_channels_last
+from .backbones import get_tokenizer, load_backbone, preprocess_cfg, tower_kind, weights_fingerprint
 from .cache import ByteCache, DiskStore, NullCache, content_key, size_limit_from_env
 from .checkpoint import atomic_write_json, latest_checkpoint, save_tensors_atomic
 from .data import DataContext, resolve_dataset
@@ -74,7 +75,7 @@ def pick_device() -> torch.device:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        return auto_precision(device)
     return precision
 
 
@@ -316,12 +317,22 @@ class TaskRecipe:
         """One forward/backward on two images, then the training loop."""
         self._sanity_step()
         spec, o = self.spec, self.spec.optim
+        cuda = self.device.type == "cuda"
+        setup_device(self.device)
+        if cuda:
+            use_channels_last(self.model.visual)
+            if self.st.reference is not None:
+                use_channels_last(self.st.reference.tower)
+        if o.compile:
+            n = compile_tower(self.model.visual)
+            self.sink.log(f"torch.compile: {n} modules of the image tower (the first steps compile them)")
         self.sink.emit("phase", phase="train", message=f"fine-tuning with {self.method.title} for {self.n_steps} steps")
         cfg = TrainConfig(total_steps=self.n_steps, batch_size=o.batch_size, micro_batch=o.micro_batch or o.batch_size,
                           lr=o.lr, weight_decay=o.weight_decay, warmup_steps=o.warmup_steps, grad_clip=o.grad_clip,
                           precision=self.precision, checkpoint_every=o.checkpoint_every, seed=spec.seed,
                           freeze_head=spec.method.freeze_head,
-                          curve_steps=curve_steps(self.n_steps, spec.eval.curve_points))
+                          curve_steps=curve_steps(self.n_steps, spec.eval.curve_points), fused_adamw=cuda,
+                          channels_last=cuda and tower_kind(self.model.visual) == "resnet")
         trainer = Trainer(self.method, self.st, self.data.train_set, self.data.train_idx, self.pre, cfg,
                           device=self.device, sink=self.sink, ckpt_root=self.workdir / "checkpoints",
                           spec_hash=spec.spec_hash(), should_stop=self.should_stop,

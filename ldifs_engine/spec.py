@@ -64,6 +64,7 @@ class OptimSpec:
     grad_clip: float | None = _f(1.0, "Clip the global gradient norm to this (None = off).", min_excl=0.0)
     precision: str = _f("auto", "auto = bf16 autocast on CUDA, fp32 on CPU.", choices=PRECISIONS)
     checkpoint_every: int = _f(50, "Write a resumable checkpoint every this many updates.", min=1)
+    compile: bool = _f(False, "torch.compile the image tower's blocks (faster GPU steps after a one-off compile).")
 
 
 @dataclass(frozen=True)

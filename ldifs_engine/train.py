@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .accel import make_optimizer
 from .checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
 from .data.catalog import ImageSet
 from .errors import Cancelled, Diverged, InvalidCheckpoint, OutOfMemory
@@ -36,6 +37,8 @@ class TrainConfig:
     seed: int
     freeze_head: bool = False
     curve_steps: tuple[int, ...] = ()
+    fused_adamw: bool = False  # one-kernel AdamW (the runner turns it on for CUDA)
+    channels_last: bool = False  # NHWC input batches (ResNet towers on CUDA)
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
@@ -79,7 +82,7 @@ class Trainer:
         for p in list(st.model.parameters()) + (list(st.head.parameters()) if st.head is not None else []):
             p.requires_grad_(id(p) in trainable_ids)
         self.params = [p for _, p in self.named]
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = make_optimizer(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_adamw)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.total_steps))
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16" and device.type == "cuda")
@@ -179,24 +182,28 @@ class Trainer:
         y = labels
         b = len(idx)
         self.opt.zero_grad(set_to_none=True)
-        task_sum = reg_sum = 0.0
+        task_sum = reg_sum = torch.zeros((), device=self.device)  # summed on the device: no host sync per micro-batch
         amp = self.cfg.precision in ("bf16", "fp16")
+        fmt = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
         for start in range(0, b, self.micro):
             if self.fault_hook is not None:
                 self.fault_hook(step, self.micro)
-            xb = x[start:start + self.micro].to(self.device, non_blocking=True)
+            xb = x[start:start + self.micro].to(self.device, non_blocking=True, memory_format=fmt)
             yb = y[start:start + self.micro].to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=dtype, enabled=amp):
                 task, reg = self.method.loss(self.st, xb, yb, gen)
             share = len(yb) / b
             loss = (task + reg).float() * share
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss became {loss.item()} at step {step + 1}; the last good checkpoint is kept "
-                               "(try a lower learning rate)")
             self.scaler.scale(loss).backward()
-            task_sum += task.item() * share
-            reg_sum += reg.item() * share
+            task_sum = task_sum + task.detach().float() * share
+            reg_sum = reg_sum + reg.detach().float() * share
+        # The one host sync of a step, where the step is logged anyway; before the update, so a
+        # non-finite loss never reaches the weights.
+        task_f, reg_f = (float(v) for v in torch.stack([task_sum, reg_sum]).cpu())
+        if not math.isfinite(task_f + reg_f):
+            raise Diverged(f"loss became {task_f + reg_f} at step {step + 1}; the last good checkpoint is kept "
+                           "(try a lower learning rate)")
         if self.cfg.grad_clip is not None:
             self.scaler.unscale_(self.opt)
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
@@ -204,7 +211,7 @@ class Trainer:
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
-        return task_sum, reg_sum, lr
+        return task_f, reg_f, lr
 
     def _update_with_backoff(self, step: int) -> tuple[float, float, float]:
         while True:

@@ -62,6 +62,7 @@ __all__ = [
     "catalog_backbones",
     "catalog_datasets",
     "catalog_methods",
+    "startup_warnings",
     "export_artifact",
     "get_job",
     "get_results",
@@ -364,6 +365,16 @@ def catalog_backbones() -> list[dict]:
     from ldifs_engine.backbones import BACKBONES
 
     return [info.meta() for _, info in BACKBONES.items()]
+
+
+def startup_warnings() -> list[str]:
+    """One line per setup problem an operator should see (torch-free): a GPU that torch cannot use, bad
+    entries in the operator's backbones file (LDIFS_BACKBONES)."""
+    from ldifs_engine.backbone_file import from_env
+    from ldifs_engine.hardware import gpu_warning
+
+    gpu = gpu_warning()
+    return ([gpu] if gpu else []) + from_env()[1]
 
 
 def catalog_methods() -> list[dict]:

@@ -74,6 +74,10 @@ def run_consumer(workers: int | None = None, *, settings: Settings | None = None
     consumer = _consumer(settings, workers)
     log.info("worker: %d slot(s), GPUs %s, queue %s", consumer.workers, ", ".join(settings.gpu_ids) or "auto",
              redact(settings.queue_url) if settings.queue_url else settings.queue_path)
+    from .api import startup_warnings
+
+    for line in startup_warnings():  # a CPU-only torch on a GPU box, bad operator backbones: one line each
+        log.warning("%s", line)
     _recover_at_start(settings)
     periodic = reaper.Reaper(settings).start()
     try:

@@ -70,6 +70,7 @@ class FakeApi:
         self.lock = threading.Lock()
         self.export_dir = Path(tempfile.mkdtemp(prefix="ldifs-fake-export-"))
         self.uploads: dict[str, dict[str, list[dict]]] = {}
+        self.warnings: list[str] = []
 
     # ---- jobs ----
     def submit(self, user: str, spec: Any, *, priority: int = 0) -> str:
@@ -230,6 +231,9 @@ class FakeApi:
     # ---- catalogs ----
     def catalog_backbones(self) -> list[dict]:
         return copy.deepcopy(_BACKBONES)
+
+    def startup_warnings(self) -> list[str]:
+        return list(self.warnings)
 
     def catalog_methods(self) -> list[dict]:
         return copy.deepcopy(_METHODS)

@@ -113,3 +113,15 @@ def test_every_event_has_an_explicit_api_name_and_only_the_api_is_public():
     assert all(d.get("api_name") for d in deps)
     public = {d["api_name"] for d in deps if d.get("api_visibility") != "private"}
     assert public == {"submit", "jobs", "status", "cancel", "report", "report_csv"}
+
+
+def test_setup_warnings_are_shown_at_the_top():
+    from .fake_api import FakeApi
+
+    api = FakeApi()
+    api.warnings = ["An NVIDIA GPU is visible but torch 2.10.0+cpu is a CPU-only build: runs will train on the CPU."]
+    comps = main.build_app(api).get_config_file()["components"]
+    notes = [c for c in comps if c.get("props", {}).get("elem_id") == "setup-warnings"]
+    assert len(notes) == 1 and "CPU-only build" in notes[0]["props"]["value"]
+    quiet = main.build_app(FakeApi()).get_config_file()["components"]
+    assert not [c for c in quiet if c.get("props", {}).get("elem_id") == "setup-warnings"]
