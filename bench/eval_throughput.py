@@ -14,6 +14,9 @@ Last line (machine-readable): ``whole_over_bare=<x> warm_over_cold=<y> warm_deco
 from __future__ import annotations
 
 import argparse
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads crawl on shared cores
 import logging
 import sys
 import tempfile

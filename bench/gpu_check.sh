@@ -68,7 +68,7 @@ from pathlib import Path
 tmp, t0, t1 = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 over = (tmp / "overhead.txt").read_text()
 head = over.splitlines()[0]
-print(f"GPU-CHECK device: {head}")
+print(f"GPU-CHECK {head}")
 for label, key in (("CE", "ce"), ("LDIFS", "ldifs"), ("naive LDIFS", "naive")):
     m = re.search(rf"^{re.escape(label)}\s+median step\s+([\d.]+) ms\s+\(\s*([\d.]+) img/s\)(?:\s+peak (\d+) MiB)?", over, re.M)
     print(f"GPU-CHECK step_ms_{key}={m.group(1)} img_s_{key}={m.group(2)}" + (f" peak_mib_{key}={m.group(3)}" if m.group(3) else ""))

@@ -14,6 +14,9 @@ Last line (machine-readable): ``ldifs_over_ce=<x> naive_over_ldifs=<y>``.
 from __future__ import annotations
 
 import argparse
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads crawl on shared cores
 import copy
 import logging
 import statistics

@@ -5,7 +5,7 @@ under a catalog entry's real hub name, write small torchvision-layout datasets, 
     python bench/offline_setup.py data --root /tmp/datasets --train 8 --test 4
     HF_HOME=/tmp/hf HF_HUB_OFFLINE=1 python bench/offline_setup.py train SPEC --out RUN --data-root /tmp/datasets
 
-``seed`` writes exactly what ``huggingface-cli download <repo> open_clip_model.safetensors`` leaves in a
+``seed`` writes exactly what ``hf download <repo> open_clip_model.safetensors`` leaves in a
 hub cache (``hub/models--<org>--<name>/snapshots/<rev>/`` + ``refs/main``), so the engine's ordinary
 catalog key → ``open_clip.create_model(arch, pretrained=tag)`` → ``hf_hub_download`` path finds it with
 ``HF_HUB_OFFLINE=1``. Nothing in the engine knows about this script. The weights are random: for the
