@@ -1,8 +1,6 @@
 """Feature taps: shapes for the paper's architectures, one forward per step, early-stopping reference."""
 from __future__ import annotations
 
-import logging
-
 import open_clip
 import pytest
 import torch
@@ -12,8 +10,6 @@ from ldifs_engine.backbones import (
 )
 from ldifs_engine.methods import METHODS
 from ldifs_engine.methods.base import TrainState
-
-logging.getLogger().setLevel(logging.ERROR)
 
 
 @pytest.fixture(scope="module")
