@@ -1,23 +1,10 @@
-"""The UI code stays readable (issue 14): no function in app/ longer than about 100 lines, and the
-tab modules share one definition of the event visibility and the job state names."""
+"""The UI code stays readable (issue 14): the tab modules share one definition of the event visibility and
+the job state names (function length is checked for every package in tests/test_function_size.py)."""
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 APP = Path(__file__).resolve().parents[2] / "app"
-MAX_LINES = 100
-
-
-def test_no_function_in_the_app_is_longer_than_100_lines():
-    long = []
-    for f in sorted(APP.rglob("*.py")):
-        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                n = node.end_lineno - node.lineno + 1
-                if n > MAX_LINES:
-                    long.append(f"{f.relative_to(APP.parent)}:{node.lineno} {node.name} ({n} lines)")
-    assert long == []
 
 
 def test_tabs_share_private_and_state_names():
