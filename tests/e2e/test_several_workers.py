@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.tasks.conftest import wait_for
+
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_ENGINE = REPO / "tests" / "tasks" / "fake_engine.py"
@@ -29,16 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 def reference_state(steps: int) -> float:
     """The fake engine's final state for a run in which no step was lost or repeated."""
     return round(sum((s % 7) * 0.25 + s * 1e-3 for s in range(1, steps + 1)), 9)
-
-
-def wait_for(pred, timeout: float, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def engine_spans(events: list[dict]) -> list[tuple[int, float, float]]:
