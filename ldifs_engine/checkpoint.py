@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,10 @@ def save_checkpoint(root: Path, step: int, *, weights: dict[str, torch.Tensor], 
     return final
 
 
-def load_checkpoint(path: Path, *, spec_hash: str | None = None) -> tuple[dict[str, torch.Tensor], dict, dict]:
-    """(weights, state, optimiser state) of a complete checkpoint we wrote; checks the spec hash.
+def load_checkpoint(path: Path, *, spec_hash: str | Collection[str] | None = None
+                    ) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(weights, state, optimiser state) of a complete checkpoint we wrote; checks the spec hash (one, or
+    any of several: ``RunSpec.accepted_hashes``).
 
     Everything is read and checked before anything is returned, so a damaged checkpoint (truncated or
     overwritten weights, an unreadable optimiser file, a bad ``state.json``) raises ``InvalidCheckpoint``
@@ -97,7 +100,8 @@ def load_checkpoint(path: Path, *, spec_hash: str | None = None) -> tuple[dict[s
         raise InvalidCheckpoint(f"checkpoint {path.name}: state.json is unreadable ({_why(e)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise InvalidCheckpoint(f"checkpoint {path.name}: state.json is damaged (no step)")
-    if spec_hash is not None and state.get("spec_hash") != spec_hash:
+    accepted = (spec_hash,) if isinstance(spec_hash, str) else spec_hash
+    if accepted is not None and state.get("spec_hash") not in accepted:
         raise InvalidCheckpoint(f"checkpoint {path.name} belongs to another spec; start a new run instead of resuming")
     try:
         weights = load_file(str(path / "model.safetensors"))

@@ -43,7 +43,7 @@ def _finished(path: Path, spec: RunSpec) -> dict | None:
         r = json.loads((path / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    ok = r.get("spec_hash") == spec.spec_hash() and (path / "final" / "model.safetensors").is_file()
+    ok = r.get("spec_hash") in spec.accepted_hashes() and (path / "final" / "model.safetensors").is_file()
     return r if ok else None
 
 

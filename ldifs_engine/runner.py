@@ -337,7 +337,7 @@ class TaskRecipe:
                           device=self.device, sink=self.sink, ckpt_root=self.workdir / "checkpoints",
                           spec_hash=spec.spec_hash(), should_stop=self.should_stop,
                           on_curve=self.curve_point if spec.eval.curve_points else None,
-                          fault_hook=self.opts.fault_hook)
+                          fault_hook=self.opts.fault_hook, accepted_hashes=spec.accepted_hashes())
         self.trained: TrainResult = trainer.fit(resume=self.opts.resume)
 
     def _sanity_step(self) -> None:

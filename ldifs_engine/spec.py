@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import SpecError
-from .fields import field_help, param  # noqa: F401 — field_help: the app reads it from here
+from .fields import drop_later_defaults, field_help, param  # noqa: F401 — field_help: the app reads it from here
 from .specio import parse_spec_text, quote
 
 __all__ = ["RunSpec", "DataSpec", "MethodSpec", "OptimSpec", "EvalSpec", "field_help", "parse_spec_text", "quote",
@@ -64,7 +64,8 @@ class OptimSpec:
     grad_clip: float | None = _f(1.0, "Clip the global gradient norm to this (None = off).", min_excl=0.0)
     precision: str = _f("auto", "auto = bf16 autocast on CUDA, fp32 on CPU.", choices=PRECISIONS)
     checkpoint_every: int = _f(50, "Write a resumable checkpoint every this many updates.", min=1)
-    compile: bool = _f(False, "torch.compile the image tower's blocks (faster GPU steps after a one-off compile).")
+    compile: bool = _f(False, "torch.compile the image tower's blocks (faster GPU steps after a one-off compile).",
+                       added_later=True)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class RunSpec:
     eval: EvalSpec = field(default_factory=EvalSpec)
     seed: int = _f(0, "Seed for data order, splits, augmentation and init.", min=0, max=2**31 - 1)
     seeds: tuple[int, ...] = _f((), "Repeat the run once per seed (e.g. 0, 1, 2) to see how much the numbers vary; "
-                                "overrides seed. Empty = one run.", min=0, max=2**31 - 1, max_items=MAX_SEEDS)
+                                "overrides seed. Empty = one run.", min=0, max=2**31 - 1, max_items=MAX_SEEDS,
+                                added_later=True)
     name: str = _f("", "A title for the run (free text, shown as text).", max_len=120)
 
     # ---- (de)serialisation -------------------------------------------------------------
@@ -128,9 +130,17 @@ class RunSpec:
         return cls.from_dict(parse_spec_text(text))  # JSON is YAML too; bounded before expanding
 
     def spec_hash(self) -> str:
-        """Content hash of the spec (canonical JSON), identifies a run's configuration."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
+        """Content hash of the spec (canonical JSON), identifies a run's configuration.
+
+        Fields declared ``added_later`` (fields.param) are left out while they hold their default, so a
+        new option does not orphan the checkpoints of runs created before it existed."""
+        return _sha256_json(drop_later_defaults(self, self.to_dict()))
+
+    def accepted_hashes(self) -> tuple[str, ...]:
+        """Hashes under which this spec's checkpoints and results may have been written: ``spec_hash()``
+        and, for a spec at the defaults of later-added fields, the hash of its full dict (what versions
+        between adding such a field and marking it ``added_later`` wrote)."""
+        return tuple(dict.fromkeys((self.spec_hash(), _sha256_json(self.to_dict()))))
 
     def replace(self, **changes: Any) -> "RunSpec":
         """A changed copy, re-validated (dotted keys allowed: ``optim.lr=1e-4``)."""
@@ -166,6 +176,10 @@ def validate(d: Mapping[str, Any]) -> list[str]:
 
 
 # ---- internals ---------------------------------------------------------------------------
+def _sha256_json(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _listify(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _listify(v) for k, v in x.items()}

@@ -72,11 +72,12 @@ class Trainer:
                  pre: Preprocessor, cfg: TrainConfig, *, device: torch.device, sink: EventSink,
                  ckpt_root: Path | None, spec_hash: str, should_stop: Callable[[], bool] = lambda: False,
                  on_curve: Callable[[int], dict] | None = None,
-                 fault_hook: Callable[[int, int], None] | None = None):
+                 fault_hook: Callable[[int, int], None] | None = None, accepted_hashes: tuple[str, ...] = ()):
         self.method, self.st, self.cfg = method, st, cfg
         self.train_set, self.train_idx, self.pre = train_set, train_idx, pre
         self.device, self.sink, self.ckpt_root, self.spec_hash = device, sink, ckpt_root, spec_hash
         self.should_stop, self.on_curve, self.fault_hook = should_stop, on_curve, fault_hook
+        self.accepted_hashes = (spec_hash, *accepted_hashes)  # resume also from these (RunSpec.accepted_hashes)
         self.named = [(n, p) for n, p in method.trainable(st, freeze_head=cfg.freeze_head)]
         trainable_ids = {id(p) for _, p in self.named}
         for p in list(st.model.parameters()) + (list(st.head.parameters()) if st.head is not None else []):
@@ -159,7 +160,7 @@ class Trainer:
         return False
 
     def restore(self, path: Path) -> None:
-        weights, state, optim_state = load_checkpoint(path, spec_hash=self.spec_hash)
+        weights, state, optim_state = load_checkpoint(path, spec_hash=self.accepted_hashes)
         model_sd = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
         self.st.model.load_state_dict(model_sd, strict=True)
         if self.st.head is not None:
