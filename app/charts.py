@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,14 +42,23 @@ def _pctv(x: Any) -> float | None:
     return None if v is None else v * 100.0
 
 
-def _layout(fig: go.Figure, title: str, height: int, **kw: Any) -> go.Figure:
+def _layout(fig: go.Figure, title: str, height: int, subtitle: str = "", **kw: Any) -> go.Figure:
+    """The common look; ``subtitle`` (pre-escaped, lines joined by ``<br>``) goes under the title and
+    makes room for itself."""
+    lines = subtitle.count("<br>") + 1 if subtitle else 0
+    head = dict(text=title, x=0.0, xanchor="left", font=dict(size=16), automargin=True)
+    if subtitle:
+        head["subtitle"] = dict(text=subtitle, font=dict(size=12, color=NEUTRAL))
     base: dict[str, Any] = dict(
-        title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16), automargin=True),
+        title=head,
         template="plotly_white", height=height, font=_FONT, margin=dict(l=10, r=20, t=60, b=70),
         hoverlabel=dict(font_size=12),
         # The legend goes under the plot: above it, it ran into the title and the toolbar on a phone.
         legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, x=0.0, xanchor="left"),
     )
+    base["height"] = height + 17 * lines
+    if lines:
+        base["margin"] = dict(base["margin"], t=60 + 17 * lines)
     fig.update_layout(**{**base, **kw})
     fig.update_xaxes(automargin=True)  # axis titles are never clipped on a narrow screen
     fig.update_yaxes(automargin=True)
@@ -154,6 +164,27 @@ def _after_colour(delta: float | None, tol: float = 5e-4) -> str:
     return BETTER if delta > tol else WORSE if delta < -tol else SAME
 
 
+def _gap_notes(fig: go.Figure, rows: Sequence[DatasetRow], metric: str) -> str:
+    """Mark each row without a number with a short "not measurable" / "not measured" inside the plot,
+    from its left edge (a gap row is empty, and the text never runs over the row labels), with
+    the full reason on hover; returns the reasons as a wrapped line under the chart's title ("" if none).
+
+    A full reason in the row ran across the row label on a laptop and off the plot on a phone."""
+    reasons: list[str] = []
+    for r in rows:
+        if r.delta(metric) is not None:
+            continue
+        gap = r.gap(metric)
+        short, _, why = gap.partition(": ")
+        fig.add_annotation(x=0, xref="x domain", y=r.label, text=html_escape(short), hovertext=html_escape(gap),
+                           showarrow=False, xanchor="left", xshift=4, font=dict(color=NEUTRAL, size=11))
+        if why:
+            reasons.append(f"{r.title}: {why}")
+    if not reasons:
+        return ""
+    return "<br>".join(html_escape(s) for s in textwrap.wrap("Not measurable on " + "; ".join(reasons), 44))
+
+
 def dumbbell(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
     """Before → after per dataset: hollow grey circle before, filled dot after (green better, red worse,
     blue unchanged), 95 % intervals as whiskers; unmeasurable values are a gap with the reason."""
@@ -170,6 +201,7 @@ def dumbbell(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
             seg_x += [b, a, None]
             seg_y += [label, label, None]
     colours = [_after_colour(r.delta(metric)) for r in rows]
+    shown = {c for c, a in zip(colours, after) if a is not None}  # a gap has no "after" colour to explain
     custom = [[text.pct(r.before.get(metric), 1), text.pct(r.after.get(metric), 1), text.points(r.delta(metric))]
               for r in rows]
     name = METRIC_NAMES.get(metric, metric)
@@ -189,23 +221,23 @@ def dumbbell(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
     # The legend names each "after" colour that occurs (one swatch for an array of colours would show
     # only the first row's colour, whatever the others are).
     for colour, words in ((BETTER, "After: better"), (WORSE, "After: worse"), (SAME, "After: no change")):
-        if colour in colours:
+        if colour in shown:
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=words, hoverinfo="skip",
                                      marker=dict(color=colour, size=13)))
-    for r in rows:
-        if r.delta(metric) is None:
-            fig.add_annotation(x=50, y=r.label, text=html_escape(r.gap(metric)), showarrow=False,
-                               xanchor="center", font=dict(color=NEUTRAL, size=11))
+    note = _gap_notes(fig, rows, metric)
     fig.update_xaxes(title_text="Accuracy (%)", range=[-2, 102], ticksuffix=" %", automargin=True)
-    fig.update_yaxes(autorange="reversed", type="category", automargin=True)
-    return _layout(fig, f"{name}: before and after", 140 + 38 * len(rows))
+    # The row order is the rows' order, not the order in which the traces first name each row (the
+    # target, drawn only by the marker traces when it has no segment, used to sink to the bottom).
+    fig.update_yaxes(autorange="reversed", type="category", categoryorder="array", categoryarray=y,
+                     automargin=True)
+    return _layout(fig, f"{name}: before and after", 140 + 38 * len(rows), subtitle=note)
 
 
 def delta_bars(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
     """Change per dataset in percentage points, worst first, green/red by sign, 95 % intervals as whiskers.
 
-    The value labels sit inside the plot next to the bar end (not outside it), so on a narrow screen
-    they never run into the dataset names."""
+    Each value label sits on the free side of the zero line (left of it for a gain, right for a loss):
+    a label outside a short bar's end ran over the dataset names on a phone."""
     rows = dataset_rows(results, metric)
     if not rows:
         return empty_figure("No datasets in this run's results.")
@@ -221,8 +253,8 @@ def delta_bars(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
               for r, v, c in zip(rows, x, cis)]
     name = METRIC_NAMES.get(metric, metric)
     fig = go.Figure(go.Bar(
-        x=x, y=y, orientation="h", marker_color=colours, text=labels, textposition="auto",
-        insidetextanchor="middle", customdata=custom, name="Change",
+        x=x, y=y, orientation="h", marker_color=colours, text=labels, textposition="none", customdata=custom,
+        name="Change",
         error_x=dict(type="data", symmetric=False, color="#333", thickness=1.5, width=4,
                      array=[None if v is None or c is None else max(c[1] * 100 - v, 0) for v, c in zip(x, cis)],
                      arrayminus=[None if v is None or c is None else max(v - c[0] * 100, 0) for v, c in zip(x, cis)],
@@ -230,16 +262,17 @@ def delta_bars(results: Mapping[str, Any], metric: str = "zs_acc") -> go.Figure:
         hovertemplate="<b>%{y}</b><br>%{customdata[2]}: %{text} points (%{customdata[3]})<br>"
                       "Before %{customdata[0]} → after %{customdata[1]}<extra>" + name + "</extra>",
     ))
-    for r, v in zip(rows, x):
-        if v is None:
-            fig.add_annotation(x=0, y=r.label, text=html_escape(r.gap(metric)), showarrow=False, xanchor="left",
-                               font=dict(color=NEUTRAL, size=11))
+    fig.add_trace(go.Scatter(x=[0.0 if v is not None else None for v in x], y=y, mode="text", text=labels,
+                             textposition=["middle left" if (v or 0) > 0 else "middle right" for v in x],
+                             textfont=dict(color=colours, size=12), hoverinfo="skip", showlegend=False,
+                             cliponaxis=False))
+    note = _gap_notes(fig, rows, metric)
     fig.add_vline(x=0, line_color="#444", line_width=1)
     ends = [abs(v) for v in x if v is not None] + [abs(c[i]) * 100 for c in cis if c for i in (0, 1)]
     span = max(ends + [1.0]) * 1.15
     fig.update_xaxes(title_text="Change (points)", range=[-span, span], zeroline=False, automargin=True)
     fig.update_yaxes(autorange="reversed", type="category", automargin=True)
-    return _layout(fig, f"{name}: change", 130 + 34 * len(rows), showlegend=False)
+    return _layout(fig, f"{name}: change", 130 + 34 * len(rows), showlegend=False, subtitle=note)
 
 
 def _series(values: Any, n: int) -> list[float | None]:

@@ -158,7 +158,8 @@ def test_report_table_unmeasurable_and_intervals():
     assert rows[("Colour", "Zero-shot")][5] == "−15.0 to −7.0"
     assert rows[("Shape", "Zero-shot")][5].endswith("(within noise)")
     fig = charts.dumbbell(r)
-    assert any("not measurable: class prompts" in a.text for a in fig.layout.annotations)
+    note = next(a for a in fig.layout.annotations if a.text == "not measurable")
+    assert "class prompts" in note.hovertext and "Count: class prompts" in fig.layout.title.subtitle.text
     bars = charts.delta_bars(r)
     i = list(bars.data[0].y).index("Colour")
     assert bars.data[0].error_x.array[i] == pytest.approx(4.0) and bars.data[0].error_x.arrayminus[i] == pytest.approx(4.0)
@@ -223,3 +224,42 @@ def test_tasks_learned_earlier_are_not_counted_as_forgetting():
     s = story.forgetting_summary(r)
     assert "shape" not in s["deltas"] and s["n"] == 4
     assert story.headline(r).startswith("Continual fine-tuning on *Shape* → *Quadrant*.")
+
+
+def _unmeasurable_target() -> dict:
+    """The demo's case: zero-shot on the target is not measurable (its prompts give one embedding)."""
+    r = results()
+    q = r["datasets"]["quadrant"]
+    q["zs_note"] = "class prompts are indistinguishable to this model (all 4 classes give the same text embedding)"
+    q["before"]["zs_acc"] = q["after"]["zs_acc"] = None
+    return r
+
+
+@pytest.mark.parametrize("chart", [charts.dumbbell, charts.delta_bars])
+def test_not_measurable_note_stays_inside_the_plot_and_the_reason_is_under_the_title(chart):
+    """The full reason, centred in the row, ran over the target's row label (and off a phone's screen):
+    now a short note from the plot's left edge, the reason on hover and wrapped under the title."""
+    fig = chart(_unmeasurable_target())
+    note = next(a for a in fig.layout.annotations if a.y == "Quadrant · target")
+    assert note.text == "not measurable" and "indistinguishable" in note.hovertext
+    assert (note.xref, note.x, note.xanchor) == ("x domain", 0, "left")  # starts inside the plot, runs right
+    lines = fig.layout.title.subtitle.text.split("<br>")
+    assert "Quadrant: class prompts are indistinguishable" in " ".join(lines)
+    assert max(len(s) for s in lines) <= 44  # fits a 390 px phone
+    assert fig.layout.margin.t >= 60 + 17 * len(lines)  # room for it above the plot
+
+
+def test_dumbbell_keeps_the_target_first_and_explains_only_drawn_colours():
+    fig = charts.dumbbell(_unmeasurable_target())
+    assert list(fig.layout.yaxis.categoryarray)[0] == "Quadrant · target"  # not sunk to the bottom
+    assert "After: no change" not in {t.name for t in fig.data}  # the gap row has no "after" dot
+
+
+def test_delta_bar_labels_sit_on_the_free_side_of_zero():
+    r = results()
+    r["datasets"]["size"]["after"]["zs_acc"] = 0.7  # a gain next to the losses
+    fig = charts.delta_bars(r)
+    labels = next(t for t in fig.data if getattr(t, "mode", None) == "text")
+    pos = dict(zip(labels.y, labels.textposition))
+    assert pos["Colour"] == "middle right" and pos["Size"] == "middle left"
+    assert set(labels.x) == {0.0} and fig.data[0].textposition == "none"
