@@ -677,7 +677,8 @@ def report_figures(results: Mapping[str, Any]) -> list[tuple[str, go.Figure]]:
     return figs
 
 
-def report_html(results: Mapping[str, Any], run_label: str = "", reference: Mapping[str, Any] | None = None) -> str:
+def report_html(results: Mapping[str, Any], run_label: str = "", reference: Mapping[str, Any] | None = None,
+                difference: Mapping[str, Any] | None = None) -> str:
     """A self-contained HTML report (plotly.js inlined once, so it opens offline): headline, the
     summary cards with the verdict, the charts, every number and the glossary in the app's words."""
     parts = []
@@ -692,7 +693,7 @@ def report_html(results: Mapping[str, Any], run_label: str = "", reference: Mapp
     gloss = "".join(f"<dt>{html_escape(k)}</dt><dd>{html_escape(v)}</dd>" for k, v in text.glossary_items())
     cards = "".join(f"<div class='card'><div class='lab'>{html_escape(label)}</div><div class='val'>"
                     f"{html_escape(value)}</div>" + (f"<div class='note'>{html_escape(note)}</div>" if note else "")
-                    + "</div>" for label, value, note, _tip, _kind in story.stat_cards(results, reference))
+                    + "</div>" for label, value, note, _tip, _kind in story.stat_cards(results, reference, difference))
     spec = results.get("spec") or {}
     title = run_label or spec.get("name") or f"{results.get('method', '')} on {results.get('target', '')}"
     timing = results.get("timing") or {}
@@ -713,7 +714,7 @@ td,th{{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left}} dt
 <h1>{html_escape(text.APP_TITLE)} · forgetting report: {html_escape(title)}</h1>
 <p class="meta">Method {html_escape(results.get('method', '?'))} · model {html_escape(spec.get('backbone', '?'))} ·
 finished {html_escape(timing.get('finished_at', '?'))} · spec {html_escape(str(results.get('spec_hash', ''))[:12])}</p>
-<p class="headline">{story.headline(results, markup='html', reference=reference)}</p>
+<p class="headline">{story.headline(results, markup='html', reference=reference, difference=difference)}</p>
 <div class="cards">{cards}</div>
 {''.join(parts)}
 <h2>All numbers</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>

@@ -138,15 +138,36 @@ def kept_share(results: Mapping[str, Any], reference: Mapping[str, Any] | None) 
     return max(min(1.0 - mine / ref, 1.0), -9.99)
 
 
-def reference_sentence(results: Mapping[str, Any], reference: Mapping[str, Any] | None) -> str:
+def reference_sentence(results: Mapping[str, Any], reference: Mapping[str, Any] | None,
+                       difference: Mapping[str, Any] | None = None) -> str:
+    """How this run's forgetting compares with the CE reference's, and (``difference``: the
+    ``compare_runs`` result of this run minus the reference) whether that gap is more than noise."""
     share = kept_share(results, reference)
     if share is None or reference is None:
         return ""
     ref_mean = forgetting_summary(reference)["mean"]
     if share < 0:
-        return f"Forgot more than plain fine-tuning on the same target and model ({points(ref_mean)} points)."
-    return (f"Kept {share * 100:.0f} % of what plain fine-tuning lost on the same target and model "
-            f"({points(ref_mean)} points).")
+        out = f"Forgot more than plain fine-tuning on the same target and model ({points(ref_mean)} points)."
+    else:
+        out = (f"Kept {share * 100:.0f} % of what plain fine-tuning lost on the same target and model "
+               f"({points(ref_mean)} points).")
+    extra = difference_sentence(difference, "plain fine-tuning")
+    return f"{out} {extra}" if extra else out
+
+
+def difference_sentence(difference: Mapping[str, Any] | None, other: str, metric: str = "zs") -> str:
+    """'On the same test images it forgot 27.7 points less than <other> (95 % interval 26.7 to 28.8).',
+    or that the difference is within noise; empty when the two runs could not be paired."""
+    cell = ((difference or {}).get("controls") or {}).get(metric) or {}
+    interval = ci(cell.get("ci"))
+    if interval is None or not _ok(cell.get("diff")):
+        return ""
+    span = f"95 % interval {points(interval[0])} to {points(interval[1])} points"
+    if covers_zero(interval):
+        return f"On the same test images, the difference from {other} is {NOISE_WORDS} ({span})."
+    more_less = "less" if cell["diff"] > 0 else "more"
+    return (f"On the same test images it forgot {points(cell['diff'], sign=False)} points {more_less} "
+            f"than {other} on average ({span}).")
 
 
 # ---- the headline -----------------------------------------------------------------------------------------
@@ -196,7 +217,7 @@ def _forgetting_clause(results: Mapping[str, Any], em) -> str:
 
 
 def headline(results: Mapping[str, Any], markup: str = "md",
-             reference: Mapping[str, Any] | None = None) -> str:
+             reference: Mapping[str, Any] | None = None, difference: Mapping[str, Any] | None = None) -> str:
     """The report's first sentence(s), for someone who reads only this; ``markup`` is "md" or "html".
 
     "Fine-tuning on *Quadrant* raised the accuracy of its trained classifier from 31 % to 97 %; the
@@ -212,7 +233,7 @@ def headline(results: Mapping[str, Any], markup: str = "md",
             + first[0].lower() + first[1:]
         second += "; the accuracy matrix below shows every task after every stage"
     out = f"{first}; {second}."
-    for extra in (reference_sentence(results, reference), *notes(results, em)):
+    for extra in (reference_sentence(results, reference, difference), *notes(results, em)):
         if extra:
             out += " " + extra
     return out
@@ -259,8 +280,8 @@ def verdict(results: Mapping[str, Any]) -> str:
     return next(label for floor, label in VERDICTS if m >= floor)
 
 
-def stat_cards(results: Mapping[str, Any], reference: Mapping[str, Any] | None = None
-               ) -> list[tuple[str, str, str, str, str]]:
+def stat_cards(results: Mapping[str, Any], reference: Mapping[str, Any] | None = None,
+               difference: Mapping[str, Any] | None = None) -> list[tuple[str, str, str, str, str]]:
     """(label, value, note, tooltip, kind) for the summary cards, from the same numbers as the headline."""
     t = target_numbers(results)
     s = forgetting_summary(results)
@@ -279,7 +300,8 @@ def stat_cards(results: Mapping[str, Any], reference: Mapping[str, Any] | None =
          GLOSSARY["mean_forgetting"], "bad" if bad else "good"),
         ("Worst control", worst_value, NOISE_WORDS if covers_zero(s["worst_ci"]) else interval_points(s["worst_ci"]),
          GLOSSARY["worst"], "bad" if (s["worst_delta"] or 0) < -0.0005 and not covers_zero(s["worst_ci"]) else "good"),
-        ("Verdict", verdict(results), reference_sentence(results, reference), GLOSSARY["verdict"], "neutral"),
+        ("Verdict", verdict(results), reference_sentence(results, reference, difference), GLOSSARY["verdict"],
+         "neutral"),
     ]
 
 
@@ -325,4 +347,5 @@ def group_line(aggregate: Mapping[str, Any] | None, n: int) -> str:
 
 
 __all__: Sequence[str] = ("headline", "verdict", "stat_cards", "forgetting_summary", "target_numbers", "notes",
-                          "small_test_splits", "kept_share", "reference_sentence", "group_line", "ci")
+                          "small_test_splits", "kept_share", "reference_sentence", "difference_sentence", "group_line",
+                          "ci")

@@ -220,6 +220,10 @@ CHART_CAPTIONS = {
     "blue = improved; blank = not measured or not measurable.",
     "scatter": "Each marker is a run: further right = more gain on its target, higher = less forgetting; "
     "whiskers show 95 % intervals. The dashed line joins the runs nothing beats on both (the Pareto front).",
+    "differences": "Each run minus the reference (the first plain fine-tuning run picked, else the first run), "
+    "on the test images both were scored on: a positive change difference means it forgot less. In brackets "
+    "the 95 % interval of the difference itself (paired over the same images, so it is much narrower than "
+    "the two runs' own intervals); an interval that contains 0 is within noise.",
 }
 
 # ---- empty states and messages --------------------------------------------------------------

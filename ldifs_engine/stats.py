@@ -6,6 +6,8 @@
   resamples images, keeping each image's before/after pair together).
 * ``paired_bootstrap_mean_delta(pairs, seed)``: the same for the mean change over several datasets
   (each dataset's images resampled on their own, then the per-dataset changes averaged).
+* ``paired_bootstrap_run_difference(pairs, seed)``: the same for the difference between two runs'
+  changes (e.g. LDIFS's forgetting minus plain fine-tuning's) on the same test images.
 * ``aggregate_runs(results)``: mean ± sd of every headline metric over seed repeats.
 
 Intervals are ``[lo, hi]`` lists of fractions, like the values they belong to; ``None`` where the
@@ -112,6 +114,49 @@ def paired_bootstrap_mean_delta(pairs: Iterable[tuple[Any, Any]], seed: int = 0,
     for n, gained, lost in counts:
         total += _boot_deltas(n, gained, lost, rng, n_boot)
     return _percentile_interval(total / len(counts), level)
+
+
+def _boot_score_means(scores: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """``n_boot`` bootstrap replicates of ``mean(scores)`` for per-image scores that take a few integer
+    values: resampling images only changes how many images of each value are drawn (one multinomial,
+    exactly the image bootstrap, as in ``_boot_deltas``)."""
+    values, counts = np.unique(scores, return_counts=True)
+    draws = rng.multinomial(len(scores), counts / len(scores), size=n_boot)
+    return draws @ values.astype(float) / len(scores)
+
+
+def _run_scores(before: Any, after: Any) -> np.ndarray:
+    """A run's per-image change (after − before: −1, 0 or 1), or its per-image correctness (0/1) when
+    ``before`` is None (to compare two runs' accuracies rather than their changes)."""
+    a = _bool_vector(after).astype(np.int8)
+    return a if before is None else a - _bool_vector(before).astype(np.int8)
+
+
+def paired_bootstrap_run_difference(pairs: Iterable[tuple[tuple[Any, Any], tuple[Any, Any]]], seed: int = 0, *,
+                                    n_boot: int = N_BOOT, level: float = LEVEL) -> list[float] | None:
+    """95 % interval of how much run A's change exceeds run B's, averaged over datasets, when both runs
+    were scored on the *same* test images of each dataset.
+
+    ``pairs``: per dataset ``((before_a, after_a), (before_b, after_b))`` correctness vectors in the
+    same image order (a ``before`` may be None: that run's accuracy instead of its change). The
+    statistic is the mean over datasets of ``mean_i[(after_a − before_a) − (after_b − before_b)]``;
+    each dataset's images are resampled on their own, keeping an image's four scores together, so
+    what the two runs share (the same hard images) cancels out. None when there is no pair; raises
+    ``ValueError`` when two vectors of one dataset differ in length (not the same test images)."""
+    diffs = []
+    for (ba, aa), (bb, ab) in pairs:
+        sa, sb = _run_scores(ba, aa), _run_scores(bb, ab)
+        if len(sa) != len(sb):
+            raise ValueError(f"the two runs were not scored on the same test images: {len(sa)} vs {len(sb)}")
+        if len(sa):
+            diffs.append(sa - sb)
+    if not diffs:
+        return None
+    rng = np.random.default_rng(seed)
+    total = np.zeros(n_boot)
+    for d in diffs:
+        total += _boot_score_means(d, rng, n_boot)
+    return _percentile_interval(total / len(diffs), level)
 
 
 def covers_zero(ci: Sequence[float] | None) -> bool | None:

@@ -62,9 +62,11 @@ __all__ = [
     "catalog_backbones",
     "catalog_datasets",
     "catalog_methods",
+    "compare_runs",
     "startup_warnings",
     "export_artifact",
     "get_job",
+    "get_per_image",
     "get_results",
     "group_results",
     "import_dataset",
@@ -258,6 +260,28 @@ def get_results(user: str, job_id: str) -> dict | None:
         return None
     except ValueError:
         raise InvalidState(f"job {job_id}: results.json is unreadable") from None
+
+
+def get_per_image(user: str, job_id: str) -> dict | None:
+    """``per_image.json`` of a finished run (contracts §2a: which test images each head got right),
+    None when the run has none (made before intervals existed, or not finished)."""
+    from ldifs_engine.intervals import read_per_image  # numpy: only when asked, never for `ldifs jobs`
+
+    return read_per_image(_run_dir(user, job_id))
+
+
+def compare_runs(user: str, job_a: str, job_b: str) -> dict[str, Any]:
+    """Run A's changes minus run B's, with 95 % paired-bootstrap intervals over the test images both
+    were scored on (``tasks.differences``, ``ldifs.difference/1``; both runs owner-checked)."""
+    from .differences import run_difference
+
+    res = {}
+    for jid in (job_a, job_b):
+        res[jid] = get_results(user, jid)
+        if res[jid] is None:
+            raise InvalidState(f"job {jid} has no results yet; compare it once it has finished")
+    out = run_difference(res[job_a], get_per_image(user, job_a), res[job_b], get_per_image(user, job_b))
+    return {**out, "a": job_a, "b": job_b}
 
 
 def group_results(user: str, group: str) -> dict[str, Any]:

@@ -36,6 +36,56 @@ def summary_rows(runs: Sequence[RunEntry]) -> list[list[str]]:
     return rows
 
 
+DIFF_HEADERS = ["Run", "Compared with", "Trained classifier on the target (points)",
+                "Average change on controls (points)", "Reading"]
+
+
+def reference_index(runs: Sequence[RunEntry]) -> int:
+    """Which picked run the others are measured against: the first plain fine-tuning (CE) run, else
+    the first run picked."""
+    return next((i for i, r in enumerate(runs) if str(r.results.get("method")) == "ce"), 0)
+
+
+def _diff_cell(cell: Any) -> str:
+    """'+27.7 (26.7 to 28.8)' from a difference cell (fractions); '—' when there is none."""
+    if not cell or story.ci(cell.get("ci")) is None:
+        return "—"
+    lo, hi = story.ci(cell["ci"])
+    return f"{text.points(cell['diff'])} ({text.points(lo)} to {text.points(hi)})"
+
+
+def _reading(d: dict, ref_label: str, head: str) -> str:
+    cell = (d.get("controls") or {}).get(head)
+    if d.get("note") or not cell or story.ci(cell.get("ci")) is None:
+        return f"Not compared: {d.get('note') or 'no control measured by both runs'}."
+    lo, hi = story.ci(cell["ci"])
+    if story.covers_zero((lo, hi)):
+        return f"No clear difference in forgetting from {ref_label} ({story.NOISE_WORDS})."
+    n = len(cell.get("datasets") or [])
+    return (f"Forgot {text.points(cell['diff'], sign=False)} points {'less' if cell['diff'] > 0 else 'more'} than "
+            f"{ref_label} on the {n} control{'s' if n != 1 else ''} both measured (same test images).")
+
+
+def difference_rows(ctx: AppContext, user: str, runs: Sequence[RunEntry], metric: str) -> list[list[str]]:
+    """Each picked run minus the reference run (``reference_index``) on the same test images, with 95 %
+    paired-bootstrap intervals from ``api.compare_runs``: a positive change difference = lost less."""
+    if len(runs) < 2:
+        return []
+    ref = runs[reference_index(runs)]
+    head = "lp" if metric == "lp_acc" else "zs"
+    rows = []
+    for r in runs:
+        if r.id == ref.id:
+            continue
+        try:
+            d = ctx.api.compare_runs(user, r.id, ref.id)
+        except Exception:  # noqa: BLE001 — a pair that cannot be read is shown as not compared
+            d = {"note": "its results could not be read"}
+        rows.append([r.label, ref.label, _diff_cell(d.get("target_head")),
+                     _diff_cell((d.get("controls") or {}).get(head)), _reading(d, ref.label, head)])
+    return rows
+
+
 def _cell(v: Any) -> str:
     if isinstance(v, (dict, list)):
         return json.dumps(v, sort_keys=True)
@@ -73,9 +123,13 @@ def layout() -> CompareTab:
         gr.Markdown(text.CHART_CAPTIONS["heatmap"], elem_classes="caption")
         summary = gr.Dataframe(headers=SUMMARY_HEADERS, value=[], interactive=False, label="Summary", wrap=True,
                                elem_id="compare-summary", pinned_columns=1)
+        differences = gr.Dataframe(headers=DIFF_HEADERS, value=[], interactive=False, wrap=True,
+                                   label="Difference from the reference run (95 % intervals, same test images)",
+                                   elem_id="compare-differences", pinned_columns=1)
+        gr.Markdown(text.CHART_CAPTIONS["differences"], elem_classes="caption")
         diff = gr.Dataframe(value=[], interactive=False, label="Settings that differ", wrap=True,
                             elem_id="compare-diff", pinned_columns=1)
-    return CompareTab(picker, metric, refresh, [empty, body, scatter, heat, summary, diff])
+    return CompareTab(picker, metric, refresh, [empty, body, scatter, heat, summary, differences, diff])
 
 
 def _runs(ctx: AppContext, user: str, ids: Sequence[str]) -> tuple[list[RunEntry], dict[str, str]]:
@@ -115,17 +169,18 @@ def group_rows(runs: Sequence[RunEntry], groups: dict[str, str]) -> list[list[st
 
 @user_errors
 def draw(ctx: AppContext, ids: Sequence[str], metric_v: str, request: gr.Request) -> list:
-    runs, groups = _runs(ctx, ctx.user(request), ids)
+    user = ctx.user(request)
+    runs, groups = _runs(ctx, user, ids)
     if len(runs) < 2:
         msg = text.EMPTY_COMPARE if not runs else "Pick at least one more finished run."
-        return [gr.Markdown(msg, visible=True), gr.Column(visible=False)] + [gr.skip()] * 4
+        return [gr.Markdown(msg, visible=True), gr.Column(visible=False)] + [gr.skip()] * 5
     labels = [f"{r.label} ({r.id[:8]})" for r in runs]
     headers, rows = diff_table([r.results.get("spec") or {} for r in runs], labels)
     if not rows:
         headers, rows = ["Setting"], [["The runs have identical settings (except the seed, if any)."]]
     return [gr.Markdown(visible=False), gr.Column(visible=True), charts.tradeoff_scatter(runs),
             charts.compare_heatmap(runs, metric_v), summary_rows(runs) + group_rows(runs, groups),
-            gr.Dataframe(value=rows, headers=headers)]
+            difference_rows(ctx, user, runs, metric_v), gr.Dataframe(value=rows, headers=headers)]
 
 
 @user_errors

@@ -34,13 +34,14 @@ URL_CLEAR = """() => { const u = new URL(window.location.href);
 
 
 # ---- pure helpers ------------------------------------------------------------------------------------
-def stat_cards_html(results: Mapping[str, Any], reference: Mapping[str, Any] | None = None) -> str:
+def stat_cards_html(results: Mapping[str, Any], reference: Mapping[str, Any] | None = None,
+                    difference: Mapping[str, Any] | None = None) -> str:
     """The summary cards with a tooltip (title attribute) each; every user string is escaped."""
     body = "".join(
         f'<div class="stat-card {kind}" title="{html_escape(tip)}"><div class="stat-label">{html_escape(label)}'
         f'<span class="tip" aria-hidden="true">?</span></div><div class="stat-value">{html_escape(value)}</div>'
         + (f'<div class="stat-note">{html_escape(note)}</div>' if note else "") + "</div>"
-        for label, value, note, tip, kind in story.stat_cards(results, reference)
+        for label, value, note, tip, kind in story.stat_cards(results, reference, difference)
     )
     return f'<div class="stat-cards">{body}</div>'
 
@@ -134,8 +135,9 @@ def _finished(ctx: AppContext, user: str) -> list:
     return ctx.api.list_jobs(user, states=(DONE,), limit=MAX_RUNS)
 
 
-def find_reference(ctx: AppContext, user: str, job: Any, results: Mapping[str, Any]) -> dict | None:
-    """The newest plain fine-tuning (CE) run of this user on the same target and model, for the verdict."""
+def find_reference(ctx: AppContext, user: str, job: Any, results: Mapping[str, Any]) -> tuple[str, dict] | None:
+    """The newest plain fine-tuning (CE) run of this user on the same target and model, for the
+    verdict: its id and results."""
     if results.get("method") == "ce":
         return None
     backbone = (results.get("spec") or {}).get("backbone")
@@ -149,8 +151,16 @@ def find_reference(ctx: AppContext, user: str, job: Any, results: Mapping[str, A
         except Exception:  # noqa: BLE001 — a reference that cannot be read is simply not used
             continue
         if ref and story.matches_reference(results, ref):
-            return ref
+            return str(j.id), ref
     return None
+
+
+def reference_difference(ctx: AppContext, user: str, job_id: str, ref_id: str) -> dict | None:
+    """This run minus the CE reference on the same test images (None when they cannot be compared)."""
+    try:
+        return ctx.api.compare_runs(user, job_id, ref_id)
+    except Exception:  # noqa: BLE001 — the interval is extra; the verdict still reads without it
+        return None
 
 
 def group_summary(ctx: AppContext, user: str, job: Any) -> str:
@@ -171,16 +181,18 @@ def report_views(ctx: AppContext, user: str, job: Any, results: Mapping[str, Any
     names = Names.load(ctx.api, user)
     job_id = str(job.id)
     title = names.title(job)
-    reference = find_reference(ctx, user, job, results)
+    found = find_reference(ctx, user, job, results)
+    reference, difference = (found[1], reference_difference(ctx, user, job_id, found[0])) if found else (None, None)
     html_path = ctx.scratch_file(f"ldifs-report-{job_id if _ID.match(job_id) else 'run'}.html")
-    html_path.write_text(charts.report_html(results, title, reference), encoding="utf-8")
+    html_path.write_text(charts.report_html(results, title, reference, difference), encoding="utf-8")
     facts = "  \n".join(x for x in (text.run_facts(results, names.method(job.method)),
                                      text.md_escape(group_summary(ctx, user, job))) if x)
     has_lp = charts.metric_computed(results, "lp_acc")
     w = charts.wise_ft(results)
     m = charts.continual_matrix(results)
-    return [f"## {text.md_escape(title)}\n\n{facts}", story.headline(results, reference=reference),
-            stat_cards_html(results, reference),
+    return [f"## {text.md_escape(title)}\n\n{facts}",
+            story.headline(results, reference=reference, difference=difference),
+            stat_cards_html(results, reference, difference),
             charts.dumbbell(results, "zs_acc"),
             gr.Plot(charts.dumbbell(results, "lp_acc") if has_lp else None, visible=has_lp),
             charts.delta_bars(results), charts.curves(results), gr.Column(visible=w is not None), w,

@@ -71,6 +71,7 @@ class FakeApi:
         self.export_dir = Path(tempfile.mkdtemp(prefix="ldifs-fake-export-"))
         self.uploads: dict[str, dict[str, list[dict]]] = {}
         self.warnings: list[str] = []
+        self.results_for: dict[str, dict] = {}
 
     # ---- jobs ----
     def submit(self, user: str, spec: Any, *, priority: int = 0) -> str:
@@ -181,6 +182,8 @@ class FakeApi:
         j = self._own(user, job_id)
         if j.state != "DONE":
             return None
+        if job_id in self.results_for:  # a test's own results for this run
+            return copy.deepcopy(self.results_for[job_id])
         r = samples.results(target=j.target, method=j.method)
         r["spec"] = j.spec
         if j.method == "ce":  # make CE forget more, so compare charts have something to show
@@ -188,6 +191,31 @@ class FakeApi:
                 if e["role"] == "control":
                     e["after"]["zs_acc"] = max(0.0, e["after"]["zs_acc"] - 0.08)
         return r
+
+    def get_per_image(self, user: str, job_id: str) -> dict | None:
+        """Per-image scores that reproduce the results' accuracies on 400 shared test images (the first
+        round(acc · 400) images right), so two runs' difference can be computed as for real runs."""
+        r = self.get_results(user, job_id)
+        if r is None:
+            return None
+
+        def bits(acc: Any) -> str | None:
+            return None if not isinstance(acc, (int, float)) else "1" * round(acc * 400) + "0" * (400 - round(acc * 400))
+
+        ds = {k: {side: {h: bits((e.get(side) or {}).get(f"{h}_acc")) for h in ("zs", "lp")}
+                  for side in ("before", "after")} for k, e in (r.get("datasets") or {}).items()}
+        head = r.get("target_head_acc") or {}
+        return {"schema": "ldifs.per_image/1", "datasets": ds,
+                "target_head": {side: bits(head.get(side)) for side in ("before", "after")}}
+
+    def compare_runs(self, user: str, job_a: str, job_b: str) -> dict:
+        from tasks.differences import run_difference
+
+        res = {j: self.get_results(user, j) for j in (job_a, job_b)}
+        if any(v is None for v in res.values()):
+            raise InvalidState("a run has no results yet")
+        out = run_difference(res[job_a], self.get_per_image(user, job_a), res[job_b], self.get_per_image(user, job_b))
+        return {**out, "a": job_a, "b": job_b}
 
     def export_artifact(self, user: str, job_id: str, kind: str) -> Path:
         r = self.get_results(user, job_id)

@@ -173,3 +173,54 @@ def test_a_rejected_upload_explains_itself_in_place():
     out = datasets.import_zip(AppContext(api=api), "x.zip", "Mine", None)
     assert out[0].startswith("✗ **Not imported.**") and "only one class folder" in out[0]
     assert len(out) == 4  # the report area says why; the table, picker and file stay as they were
+
+
+def _finished_pair():
+    """A fake API with a finished CE run and a finished LDIFS run on the same target, model and images."""
+    import time
+    from dataclasses import replace
+
+    api = FakeApi(run_s=0.1)
+    ids = {}
+    for i, method in enumerate(("ce", "ldifs")):
+        jid = api.submit("local", {"name": method.upper(), "data": {"target": "quadrant", "controls": ["colour"]},
+                                   "method": {"name": method}, "optim": {"steps": 10}})
+        api.jobs[jid] = replace(api.jobs[jid], created_at=time.time() - 100 + i)
+        ids[method] = jid
+    return api, ids
+
+
+def test_compare_shows_the_difference_from_the_ce_run_with_its_interval(tmp_path):
+    from app.charts import RunEntry
+    from app.context import AppContext
+
+    api, ids = _finished_pair()
+    ctx = AppContext(api=api, tmp_dir=tmp_path)
+    runs = [RunEntry(ids[m], m.upper(), api.get_results("local", ids[m])) for m in ("ldifs", "ce")]
+    assert compare.reference_index(runs) == 1  # the CE run, though picked second
+    [row] = compare.difference_rows(ctx, "local", runs, "zs_acc")
+    assert row[:2] == ["LDIFS", "CE"]
+    assert row[2].startswith("±0.0 (")  # both classifiers reach 97 %: no difference, an interval around 0
+    # the fake CE run loses 8 points more on every control: LDIFS forgot 8.0 points less, interval above 0
+    assert row[3].startswith("+8.0 (+") and row[4].startswith("Forgot 8.0 points less than CE on the 5 controls")
+    runs[0].results["spec"]["data"]["max_eval_samples"] = 50  # evaluated on other images: never paired
+    api.results_for[ids["ldifs"]] = runs[0].results
+    [row] = compare.difference_rows(ctx, "local", runs, "zs_acc")
+    assert row[3] == "—" and row[4].startswith("Not compared: the two runs were not scored on the same test images")
+
+
+def test_the_verdict_says_how_much_less_than_ce_it_forgot_and_whether_that_is_noise(tmp_path):
+    from app.context import AppContext
+
+    api, ids = _finished_pair()
+    ctx = AppContext(api=api, tmp_dir=tmp_path)
+    job, res = api.get_job("local", ids["ldifs"]), api.get_results("local", ids["ldifs"])
+    views = report.report_views(ctx, "local", job, res)
+    sentence = "On the same test images it forgot 8.0 points less than plain fine-tuning on average (95 % interval +"
+    assert sentence in views[1] and sentence in views[2]  # the headline and the verdict card
+    d = api.compare_runs("local", ids["ldifs"], ids["ce"])
+    d["controls"]["zs"].update(diff=0.004, ci=[-0.01, 0.02])
+    from app import story
+
+    assert "difference from plain fine-tuning is within noise" in story.reference_sentence(
+        res, api.get_results("local", ids["ce"]), d)

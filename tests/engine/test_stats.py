@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ldifs_engine.stats import (aggregate_runs, covers_zero, mean_sd, paired_bootstrap_delta,
-                                paired_bootstrap_mean_delta, wilson, wilson_of)
+                                paired_bootstrap_mean_delta, paired_bootstrap_run_difference, wilson, wilson_of)
 
 
 def test_wilson_known_values_and_edges():
@@ -87,6 +87,48 @@ def test_mean_delta_coverage_on_simulated_data():
         hits += lo <= np.mean(truths) <= hi
     assert 0.90 <= hits / draws <= 0.99
     assert paired_bootstrap_mean_delta([]) is None
+
+
+# (right before, right after run A, right after run B): both runs start from the same model, on the same images.
+_TRIPLES = [(b, a, c) for b in (0, 1) for a in (0, 1) for c in (0, 1)]
+_TRIPLE_P = [0.08, 0.02, 0.06, 0.04, 0.05, 0.15, 0.05, 0.55]
+
+
+def _two_runs(rng, n):
+    kind = rng.choice(8, size=n, p=_TRIPLE_P)
+    b, a, c = (np.array([_TRIPLES[k][i] for k in kind], bool) for i in range(3))
+    truth = sum(p * (t[1] - t[2]) for t, p in zip(_TRIPLES, _TRIPLE_P))  # E[(a − b) − (c − b)]
+    return (b, a), (b, c), truth
+
+
+def test_run_difference_coverage_on_simulated_data():
+    """The interval for 'run A's change minus run B's' (one dataset, and the mean over three of
+    different sizes) covers the true difference in roughly 95 % of seeded draws."""
+    rng = np.random.default_rng(13)
+    draws, hits_one, hits_mean = 300, 0, 0
+    for i in range(draws):
+        sets = [_two_runs(rng, n) for n in (250, 120, 60)]
+        lo, hi = paired_bootstrap_run_difference([sets[0][:2]], seed=i, n_boot=1000)
+        hits_one += lo <= sets[0][2] <= hi
+        lo, hi = paired_bootstrap_run_difference([s[:2] for s in sets], seed=i, n_boot=1000)
+        hits_mean += lo <= np.mean([s[2] for s in sets]) <= hi
+    assert 0.90 <= hits_one / draws <= 0.99 and 0.90 <= hits_mean / draws <= 0.99
+
+
+def test_run_difference_exact_cases():
+    rng = np.random.default_rng(2)
+    (b, a), (_, c), _ = _two_runs(rng, 500)
+    assert paired_bootstrap_run_difference([((b, a), (b, a))]) == [0.0, 0.0]  # a run against itself
+    ci = paired_bootstrap_run_difference([((b, a), (b, c))], seed=4)
+    assert ci == paired_bootstrap_run_difference([((b, a), (b, c))], seed=4)  # seeded
+    assert ci[0] <= a.mean() - c.mean() <= ci[1]  # same before: the difference of the afters
+    # the paired interval is much narrower than treating the two runs as independent samples
+    unpaired = 2 * 1.96 * np.sqrt(a.mean() * (1 - a.mean()) / 500 + c.mean() * (1 - c.mean()) / 500)
+    assert ci[1] - ci[0] < 0.9 * unpaired
+    assert paired_bootstrap_run_difference([((None, a), (None, c))], seed=4) == ci  # accuracies: same here
+    assert paired_bootstrap_run_difference([]) is None
+    with pytest.raises(ValueError, match="same test images"):
+        paired_bootstrap_run_difference([((b, a), (b[:-1], c[:-1]))])
 
 
 def _results(seed, *, target_after, zs_after, zs_note=None):
