@@ -30,6 +30,16 @@ def _load_spec(path: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .share_cli import merge_job_spec
+
+    merge = merge_job_spec(args.spec)  # a merge job's spec.json (written by the service layer)
+    if merge is not None:
+        from .merge_run import run_merge
+        from .stopping import StopFlag
+
+        with StopFlag(Path(args.workdir)).installed() as stop:
+            run_merge(merge, args.workdir, data_root=args.data_root, should_stop=stop)
+        return 0
     spec = _load_spec(args.spec)  # first: a hostile spec is refused before torch is even imported
     from .launch import run
     from .stopping import StopFlag
@@ -224,6 +234,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_pretrain_demo)
+
+    from .share_cli import register as register_share
+
+    register_share(sub)  # merge, card, push
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,103 @@
+"""``ldifs merge`` / ``ldifs card`` / ``ldifs push``: merging finished runs and sharing one on the Hub.
+
+Run folders are the operator's own (command line only); the web app merges and pushes jobs by id
+through the service layer, which resolves the folders itself.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .merge import DEFAULT_LAMBDAS, DEFAULT_TIES_KEEP, MERGE_METHODS
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import MergeSpec
+    from .merge_run import run_merge
+    from .stopping import StopFlag
+
+    spec = MergeSpec.from_dict({"runs": list(args.runs), "method": args.method, "lambdas": args.lambdas,
+                                "ties_keep": args.ties_keep, "name": args.name or ""})
+    with StopFlag(Path(args.out)).installed() as stop:
+        results = run_merge(spec, args.out, data_root=args.data_root, should_stop=stop)
+    print(merge_table(results))
+    print(f"results: {Path(args.out) / 'results.json'}; merged weights: {Path(args.out) / 'final/model.safetensors'}")
+    return 0
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.1f}" if isinstance(v, (int, float)) else "—"
+
+
+def _pts(v: Any) -> str:
+    return f"{100 * v:+.1f}" if isinstance(v, (int, float)) else "—"
+
+
+def merge_table(results: Mapping[str, Any]) -> str:
+    """The runs and their merge side by side: each task's accuracy (its own classifier), zero-shot on
+    every control (after), mean ΔZS over the controls; then the λ sweep."""
+    m = results["merge"]
+    tasks = m["tasks"]
+    controls = [k for k, d in results["datasets"].items() if d.get("role") == "control"]
+    head = ["", *[f"{t['dataset']} acc" for t in tasks], *controls, "mean ΔZS"]
+    rows = [["(before)", *[_pct(t["before"]) for t in tasks],
+             *[_pct(results["datasets"][c]["before"].get("zs_acc")) for c in controls], ""]]
+    for i, t in enumerate(tasks):
+        rows.append([f"run {t['run']}"[:40], *[_pct(t["run_after"]) if j == i else "" for j in range(len(tasks))],
+                     *["" for _ in controls], _pts(t.get("run_mean_delta_zs_controls"))])
+    s = results.get("summary") or {}
+    ci = s.get("mean_delta_zs_controls_ci")
+    rows.append([f"merge λ={m['chosen_lambda']:g}", *[_pct(t["merged"]) for t in tasks],
+                 *[_pct(results["datasets"][c]["after"].get("zs_acc")) for c in controls],
+                 _pts(s.get("mean_delta_zs_controls")) + (f" [{_pts(ci[0])}, {_pts(ci[1])}]" if ci else "")])
+    widths = [max(len(str(r[i])) for r in [head, *rows]) + 2 for i in range(len(head))]
+    lines = ["".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in [head, *rows]]
+    lines.append(f"λ chosen on {m['selected_on']} images ({m['selection']}); sweep:")
+    for p in m["per_lambda"]:
+        val = p.get("val_task_acc")
+        lines.append(f"  λ={p['lambda']:<5g} task acc " + " / ".join(_pct(a) for a in p["task_acc"])
+                     + (f" (validation " + " / ".join(_pct(a) for a in val) + ")" if val else "")
+                     + f"   mean ΔZS {_pts(p.get('mean_delta_zs_controls'))}")
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``merge``, ``card`` and ``push`` to an argparse sub-parser set."""
+    p = sub.add_parser("merge", help="merge finished runs of one backbone (task arithmetic / TIES over a λ grid)",
+                       description="Merge run folders written by `ldifs train` and evaluate the merge like a run: "
+                                   "OUT/results.json (with a `merge` block) and OUT/final/model.safetensors.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", default="task_arithmetic", choices=MERGE_METHODS)
+    p.add_argument("--lambdas", default=",".join(f"{x:g}" for x in DEFAULT_LAMBDAS),
+                   help="comma-separated λ grid, each from 0 to 2 (default: %(default)s)")
+    p.add_argument("--ties-keep", type=float, default=DEFAULT_TIES_KEEP,
+                   help="TIES: share of each task vector kept (default: %(default)s)")
+    p.add_argument("--name", default=None)
+    p.add_argument("--data-root", default=None)
+    p.set_defaults(func=cmd_merge)
+
+
+def merge_job_spec(path: str | Path) -> Any:
+    """The ``MergeSpec`` of a merge job's ``spec.json`` (``{"merge": {...}, ...}``), or None for a run spec."""
+    import json
+
+    from .errors import SpecError
+    from .merge import MergeSpec
+    from .specio import MAX_SPEC_BYTES
+
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() != ".json" or p.stat().st_size > MAX_SPEC_BYTES:
+        return None  # the run-spec reader says what is wrong with it
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or "merge" not in doc:
+        return None
+    if not isinstance(doc["merge"], dict):
+        raise SpecError("merge: expected an object")
+    return MergeSpec.from_dict(doc["merge"])

@@ -1,0 +1,87 @@
+"""Merging finished runs: λ = 0 is the pre-trained model, λ = 1 with one run is that run, TIES' arithmetic,
+and runs that do not fit together are refused with one line naming the run."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ldifs_engine.__main__ import main
+from ldifs_engine.backbones import load_backbone
+from ldifs_engine.merge import MergeSpec, task_arithmetic, ties_vector
+from ldifs_engine.merge_run import run_merge
+from ldifs_engine.results import results_problems
+
+METRICS = ("zs_acc", "zs_ece", "lp_acc", "lp_ece", "zs_acc_ci")
+
+
+def test_lambda_one_with_one_run_gives_that_runs_numbers_exactly(finished_runs, tmp_path):
+    quadrant, _count, cache = finished_runs
+    run = json.loads((quadrant / "results.json").read_text())
+    merged = run_merge(MergeSpec.from_dict({"runs": [str(quadrant)], "lambdas": [1.0]}), tmp_path / "m", cache=cache)
+    assert not results_problems(merged)
+    assert merged["datasets"].keys() == run["datasets"].keys()
+    for key, d in run["datasets"].items():
+        for side in ("before", "after"):
+            assert {k: merged["datasets"][key][side].get(k) for k in METRICS} == {k: d[side].get(k) for k in METRICS}
+        assert merged["datasets"][key]["delta_zs_ci"] == d["delta_zs_ci"]
+    for k in ("before", "after", "before_ci", "after_ci", "delta_ci"):
+        assert merged["target_head_acc"][k] == run["target_head_acc"][k]
+    assert merged["merge"]["chosen_lambda"] == 1.0 and merged["merge"]["tasks"][0]["merged"] == run["target_head_acc"]["after"]
+    mine, theirs = load_file(tmp_path / "m/final/model.safetensors"), load_file(quadrant / "final/model.safetensors")
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+def test_lambda_zero_gives_the_pretrained_models_numbers(finished_runs, tmp_path):
+    quadrant, count, cache = finished_runs
+    merged = run_merge(MergeSpec.from_dict({"runs": [str(quadrant), str(count)], "lambdas": [0.0]}), tmp_path / "m",
+                       cache=cache)
+    assert merged["target"] == "quadrant" and merged["datasets"]["count"]["role"] == "sequence"
+    assert {k for k, d in merged["datasets"].items() if d["role"] == "control"} == {"colour", "shape"}
+    for key, d in merged["datasets"].items():
+        assert d["after"]["zs_acc"] == d["before"]["zs_acc"], key
+    assert merged["summary"]["mean_delta_zs_controls"] == 0.0
+    theta0 = load_backbone("concept-clip-tiny").state_dict()
+    state = load_file(tmp_path / "m/final/model.safetensors")
+    assert all(torch.equal(state[k], v) for k, v in theta0.items())
+    # the sweep's point and the full evaluation agree; each task is scored with its own run's head
+    assert [t["dataset"] for t in merged["merge"]["tasks"]] == ["quadrant", "count"]
+    assert merged["merge"]["per_lambda"][0]["task_acc"] == [t["merged"] for t in merged["merge"]["tasks"]]
+
+
+def test_task_arithmetic_and_ties_arithmetic():
+    t0 = {"w": torch.zeros(3), "n": torch.tensor([7])}
+    t1 = {"w": torch.tensor([3.0, -1.0, 0.1]), "n": torch.tensor([7])}
+    t2 = {"w": torch.tensor([1.0, 2.0, -0.2]), "n": torch.tensor([7])}
+    assert torch.allclose(task_arithmetic(t0, [t1, t2], 0.5)["w"], torch.tensor([2.0, 0.5, -0.05]))
+    # keep 2 of 3 entries per task vector; signs elected from the trimmed sum; agreeing entries averaged
+    assert torch.equal(ties_vector(t0, [t1, t2], 2 / 3)["w"], torch.tensor([2.0, 2.0, 0.0], dtype=torch.float64))
+
+
+def _fake_run(src, dst, *, backbone=None, weights=None):
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
+    if backbone:
+        r = json.loads((dst / "results.json").read_text())
+        r["spec"]["backbone"] = backbone
+        (dst / "results.json").write_text(json.dumps(r))
+    if weights is not None:
+        save_file(weights, str(dst / "final/model.safetensors"))
+    return dst
+
+
+@pytest.mark.parametrize("case", ["backbone", "weights"])
+def test_runs_that_do_not_fit_are_refused_naming_the_run(finished_runs, tmp_path, capsys, case):
+    quadrant, count, _ = finished_runs
+    if case == "backbone":
+        bad = _fake_run(count, tmp_path / "other-backbone", backbone="tiny-rn-random")
+        wanted = "backbone 'tiny-rn-random' differs from 'concept-clip-tiny'"
+    else:
+        bad = _fake_run(count, tmp_path / "other-weights", weights={"visual.proj": torch.zeros(2, 2)})
+        wanted = "its weights do not fit backbone 'concept-clip-tiny'"
+    assert main(["merge", str(quadrant), str(bad), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"run {bad}" in err and wanted in err, err
+    assert not (tmp_path / "m" / "results.json").exists()
