@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see l
 REGISTRARS = (
     ("tasks.cli_jobs", "submit, jobs, status, cancel, resume, logs, worker"),
     ("tasks.cli_datasets", "dataset import / list / show"),
-    ("ldifs_engine.__main__", "train, eval, backbones, methods, datasets, demo, pretrain-demo"),
+    ("ldifs_engine.__main__", "train, eval, backbones, methods, datasets, demo, pretrain-demo, merge, card, push"),
 )
 
 
@@ -94,7 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(mod, "register", None)
         if register is not None:
             register(sub)
+    parser.set_defaults(card_headline=card_headline)  # `ldifs card` / `ldifs push` tell the report's story
     return parser
+
+
+def card_headline(results: Any) -> str:
+    """The report's plain-language headline of a run (its wording lives in ``app/story.py``)."""
+    from .story import headline
+
+    return headline(results)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

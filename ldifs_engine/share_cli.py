@@ -64,6 +64,42 @@ def merge_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _headline(args: argparse.Namespace, run_dir: Path) -> str | None:
+    """The report's headline for the card: the ``ldifs`` command passes the app's wording in as the
+    ``card_headline`` default (the engine does not keep a second wording of the same story)."""
+    fn = getattr(args, "card_headline", None)
+    if fn is None:
+        return None
+    from .card import read_results
+
+    return fn(read_results(run_dir))
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from .card import write_card
+
+    run_dir = Path(args.run_dir)
+    path = write_card(run_dir, args.out, headline=_headline(args, run_dir), repo_id=args.repo)
+    print(f"card: {path}; upload the folder {Path(args.out)} (or: ldifs push {run_dir} --repo user/name)")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .card import check_repo_id, write_card
+    from .hub import push_folder
+
+    check_repo_id(args.repo)
+    run_dir = Path(args.run_dir)
+    with tempfile.TemporaryDirectory(prefix="ldifs-card-") as tmp:
+        out = Path(args.out) if args.out else Path(tmp)
+        write_card(run_dir, out, headline=_headline(args, run_dir), repo_id=args.repo)
+        url = push_folder(out, args.repo, private=not args.public)
+    print(f"pushed: {url}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``merge``, ``card`` and ``push`` to an argparse sub-parser set."""
     p = sub.add_parser("merge", help="merge finished runs of one backbone (task arithmetic / TIES over a λ grid)",
@@ -79,6 +115,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None)
     p.add_argument("--data-root", default=None)
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("card", help="write a Hugging Face model card and the folder to upload for a finished run",
+                       description="OUT/README.md (the card: model-index, forgetting table, how to load), "
+                                   "open_clip_model.safetensors + open_clip_config.json, the head, results.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", required=True)
+    p.add_argument("--repo", default=None, help="user/name the card's loading snippet names (optional)")
+    p.set_defaults(func=cmd_card)
+
+    p = sub.add_parser("push", help="upload a finished run (its card folder) to the Hugging Face Hub",
+                       description="Needs a token (HF_TOKEN, or `hf auth login`); creates the repository "
+                                   "(private unless --public) and uploads the folder `ldifs card` writes.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--repo", required=True, help="user/name on the Hub")
+    p.add_argument("--public", action="store_true", help="create the repository public (default: private)")
+    p.add_argument("--out", default=None, help="also keep the card folder here")
+    p.set_defaults(func=cmd_push)
 
 
 def merge_job_spec(path: str | Path) -> Any:
