@@ -30,15 +30,14 @@ def _load_spec(path: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .share_cli import merge_job_spec
+    from .share_cli import job_document, run_job_document
 
-    merge = merge_job_spec(args.spec)  # a merge job's spec.json (written by the service layer)
-    if merge is not None:
-        from .merge_run import run_merge
+    job = job_document(args.spec)  # a merge or push job's spec.json (written by the service layer)
+    if job is not None:
         from .stopping import StopFlag
 
         with StopFlag(Path(args.workdir)).installed() as stop:
-            run_merge(merge, args.workdir, data_root=args.data_root, should_stop=stop)
+            run_job_document(*job, args.workdir, data_root=args.data_root, should_stop=stop)
         return 0
     spec = _load_spec(args.spec)  # first: a hostile spec is refused before torch is even imported
     from .launch import run

@@ -134,8 +134,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_push)
 
 
-def merge_job_spec(path: str | Path) -> Any:
-    """The ``MergeSpec`` of a merge job's ``spec.json`` (``{"merge": {...}, ...}``), or None for a run spec."""
+def job_document(path: str | Path) -> tuple[str, Any] | None:
+    """What a merge or push job's ``spec.json`` asks for — ``("merge", MergeSpec)`` or ``("push", dict)`` —
+    or None for a run spec. The service layer names run folders relative to the job's own folder."""
     import json
 
     from .errors import SpecError
@@ -149,8 +150,47 @@ def merge_job_spec(path: str | Path) -> Any:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(doc, dict) or "merge" not in doc:
+    if not isinstance(doc, dict) or not ({"merge", "push"} & set(doc)):
         return None
-    if not isinstance(doc["merge"], dict):
-        raise SpecError("merge: expected an object")
-    return MergeSpec.from_dict(doc["merge"])
+    kind = "merge" if "merge" in doc else "push"
+    body = doc[kind]
+    if not isinstance(body, dict):
+        raise SpecError(f"{kind}: expected an object")
+    base = p.parent
+    if kind == "merge":
+        runs = body.get("runs")
+        if isinstance(runs, list):
+            body = {**body, "runs": [str(base / r) if isinstance(r, str) else r for r in runs]}
+        return kind, MergeSpec.from_dict(body)
+    if not isinstance(body.get("run"), str) or not isinstance(body.get("repo"), str):
+        raise SpecError("push: expected run and repo")
+    return kind, {**body, "run": str(base / body["run"])}
+
+
+def run_job_document(kind: str, body: Any, workdir: str | Path, *, data_root: str | None, should_stop: Any) -> None:
+    """Run a merge or push job in ``workdir`` (its events go to ``events.jsonl`` as a run's do)."""
+    if kind == "merge":
+        from .merge_run import run_merge
+
+        run_merge(body, workdir, data_root=data_root, should_stop=should_stop)
+        return
+    from .card import write_card
+    from .events import EventSink
+    from .files import atomic_write_json
+    from .hub import push_folder
+    from .runner import errors_reported
+
+    workdir = Path(workdir)
+    sink = EventSink(workdir / "events.jsonl")
+    try:
+        with errors_reported(sink):
+            sink.emit("phase", phase="write", message=f"writing the model card for {body['repo']}")
+            write_card(body["run"], workdir / "card", headline=body.get("headline"), repo_id=body["repo"])
+            sink.emit("phase", phase="push", message=f"uploading to {body['repo']}")
+            url = push_folder(workdir / "card", body["repo"], private=bool(body.get("private", True)))
+            atomic_write_json(workdir / "push.json", {"repo": body["repo"], "url": url,
+                                                       "private": bool(body.get("private", True))})
+            sink.emit("phase", phase="done", message=f"pushed to {body['repo']}")
+            sink.emit("done", results="push.json")
+    finally:
+        sink.close()

@@ -26,6 +26,7 @@ from .events import event_log, format_event
 from .jobs import latest_checkpoint, stderr_tail, write_spec
 from .ownership import upload_problems
 from .settings import Settings, get_settings
+from .sharing import hub_token_configured, model_card, push_to_hub, submit_merge
 from .status_cache import status_cache
 from .store import (
     CANCELLED,
@@ -69,6 +70,7 @@ __all__ = [
     "get_per_image",
     "get_results",
     "group_results",
+    "hub_token_configured",
     "import_dataset",
     "job_summaries",
     "job_events",
@@ -76,11 +78,14 @@ __all__ = [
     "job_metrics",
     "list_jobs",
     "list_user_datasets",
+    "model_card",
+    "push_to_hub",
     "resume",
     "show_dataset",
     "status_dict",
     "submit",
     "submit_many",
+    "submit_merge",
     "update_dataset",
     "validate_spec",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from .store import PHASE_NAMES
 
-MEASURED_PHASES = frozenset({"evaluating_before", "fine_tuning", "evaluating_after", "wise_ft"})
+MEASURED_PHASES = frozenset({"evaluating_before", "fine_tuning", "evaluating_after", "wise_ft", "merging"})
 STOP_KIND = "Cancelled"  # ldifs_engine.errors.Cancelled: the engine stopped on request (exit 3)
 
 

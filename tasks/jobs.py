@@ -124,6 +124,15 @@ def done_message(run_dir: Path) -> str:
         return "Done."
 
 
+def push_message(run_dir: Path) -> str:
+    """'Pushed to <url>.' for a finished upload to the Hub."""
+    try:
+        d = json.loads((run_dir / "push.json").read_text(encoding="utf-8"))
+        return f"Pushed to {d['repo']} ({'private' if d.get('private') else 'public'}): {str(d.get('url'))[:200]}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "Pushed."
+
+
 def failure_message(code: int, progress: Progress, log_path: Path) -> str:
     """The engine's own one-line error if it wrote one, else the exit code's meaning and stderr's last line."""
     if progress.error and progress.error.get("message"):
@@ -205,7 +214,9 @@ class _Attempt:
         if SHUTDOWN.is_set():
             self._requeue(rec["priority"])
             return "deferred"
-        lease = leases.acquire(self.settings, SHUTDOWN)
+        # an upload to the Hub spends network, not a GPU: it takes no GPU slot
+        lease = (leases.Lease("network", None, -1) if rec.get("method") == "push"
+                 else leases.acquire(self.settings, SHUTDOWN))
         if lease is None:  # shutting down while waiting for a GPU
             self._requeue(rec["priority"])
             return "deferred"
@@ -398,6 +409,9 @@ class _Attempt:
             results = run_dir / "results.json"
             if results.is_file():
                 self._finish(DONE, done_message(run_dir), code, result_path=str(results), **fields)
+                return "done"
+            if (run_dir / "push.json").is_file():  # an upload to the Hub (tasks/sharing.py)
+                self._finish(DONE, push_message(run_dir), code, **fields)
                 return "done"
             self._finish(FAILED, "The engine exited without writing results.json.", code, **fields)
             return "failed"

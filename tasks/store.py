@@ -49,7 +49,8 @@ CANCEL_MODES = ("stop", "kill")
 # Stored phase → the words of JobView.phase (rows written before phases were renamed keep working).
 PHASE_NAMES = {"starting": "loading", "start": "loading", "load": "loading", "stage": "loading",
                "before_eval": "evaluating_before", "sanity": "fine_tuning", "train": "fine_tuning",
-               "after_eval": "evaluating_after", "wise_ft": "wise_ft", "write": "writing_results", "done": "done"}
+               "after_eval": "evaluating_after", "wise_ft": "wise_ft", "write": "writing_results", "done": "done",
+               "merge": "merging", "push": "uploading"}
 
 
 class JobNotFound(LdifsError):

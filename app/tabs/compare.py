@@ -187,7 +187,7 @@ def draw(ctx: AppContext, ids: Sequence[str], metric_v: str, request: gr.Request
 def refresh_list(ctx: AppContext, ids: Sequence[str], request: gr.Request) -> Any:
     """New finished runs join the list; the runs picked stay picked (the newest few when none is)."""
     user = ctx.user(request)
-    jobs = ctx.api.list_jobs(user, states=(DONE,), limit=200)
+    jobs = [j for j in ctx.api.list_jobs(user, states=(DONE,), limit=200) if j.method != "push"]  # not uploads
     valid = {str(j.id) for j in jobs}
     choices = Names.load(ctx.api, user).run_choices(jobs)
     keep = [i for i in (ids or []) if i in valid]
@@ -200,7 +200,7 @@ def refresh_list(ctx: AppContext, ids: Sequence[str], request: gr.Request) -> An
 def list_only(ctx: AppContext, request: gr.Request) -> Any:
     user = ctx.user(request)
     return gr.Dropdown(choices=Names.load(ctx.api, user).run_choices(
-        ctx.api.list_jobs(user, states=(DONE,), limit=200)))
+        [j for j in ctx.api.list_jobs(user, states=(DONE,), limit=200) if j.method != "push"]))
 
 
 def wire(ctx: AppContext, nav: Any, tab: CompareTab) -> None:

@@ -27,7 +27,8 @@ PHASES = {"starting": "starting the engine", "queued": "waiting for a worker",
           "fine_tuning": "fine-tuning", "train": "fine-tuning",
           "evaluating_after": "measuring the fine-tuned model", "after_eval": "measuring the fine-tuned model",
           "wise_ft": "computing WiSE-FT mixes", "writing_results": "writing the report", "done": "writing the report",
-          "stage": "fine-tuning the next dataset of the sequence"}
+          "stage": "fine-tuning the next dataset of the sequence",
+          "merging": "merging the runs over the lambda grid", "uploading": "uploading to the Hugging Face Hub"}
 TRAINING = ("fine_tuning", "train")
 STARTING_NOTICE = "starting the engine"
 TABLE_HEADERS = ["Run", "State", "Progress", "ETA", "Method", "Target", "Created", "ID"]

@@ -491,6 +491,9 @@ def wire_tab(ctx: AppContext, tab_component: gr.Tab, tab: NewRunTab) -> None:
 
 
 def build(ctx: AppContext, nav: Any) -> NewRunTab:
+    from . import merge_runs
+
     tab = layout(Form.load(ctx))
     wire(ctx, nav, tab)
+    merge_runs.build(ctx, nav)  # New run → "Merge runs"
     return tab

@@ -18,6 +18,7 @@ from .. import charts, story, text
 from ..context import AppContext, on_page_load, user_errors
 from ..downloads import PrivateDownloadButton, download_url
 from ..text import GLOSSARY, html_escape
+from . import share
 from .common import DONE, PRIVATE, Names, bind
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -63,6 +64,7 @@ class ReportTab:
     checkpoint: gr.Button
     checkpoint_dl: gr.DownloadButton
     wanted: gr.State  # the run last asked for by a link or Jobs → Open report (server-side)
+    share: Any = None  # Share on the Hub (tabs/share.py)
 
 
 def _charts() -> list:
@@ -112,10 +114,11 @@ def layout() -> ReportTab:
                              wrap=True, elem_id="report-table", pinned_columns=1)
         gr.Markdown(text.TABLE_CAPTION, elem_classes="caption")
         dl_outputs, ckpt_btn, ckpt_dl = _downloads()
+        share_section = share.layout()
     with gr.Accordion("What do these numbers mean?", open=False, elem_id="glossary"):
         gr.Markdown(glossary_markdown())
     outputs = [empty, body, run_title, headline, cards] + chart_outputs + [table] + dl_outputs
-    return ReportTab(picker, refresh, outputs, ckpt_btn, ckpt_dl, gr.State(""))
+    return ReportTab(picker, refresh, outputs, ckpt_btn, ckpt_dl, gr.State(""), share_section)
 
 
 # ---- handlers ----------------------------------------------------------------------------------------
@@ -132,7 +135,7 @@ def _not_shown(n_outputs: int, message: str) -> list:
 
 
 def _finished(ctx: AppContext, user: str) -> list:
-    return ctx.api.list_jobs(user, states=(DONE,), limit=MAX_RUNS)
+    return [j for j in ctx.api.list_jobs(user, states=(DONE,), limit=MAX_RUNS) if j.method != "push"]  # uploads
 
 
 def find_reference(ctx: AppContext, user: str, job: Any, results: Mapping[str, Any]) -> tuple[str, dict] | None:
@@ -280,6 +283,8 @@ def wire(ctx: AppContext, nav: Any, tab: ReportTab) -> None:
                   api_name="report_load", **PRIVATE)
     tab.checkpoint.click(bind(prepare_checkpoint, ctx), tab.picker, tab.checkpoint_dl, api_name="report_checkpoint",
                          **PRIVATE)
+    if tab.share is not None:
+        share.wire(ctx, nav, tab.share, tab.picker)
 
 
 def wire_open(ctx: AppContext, nav: Any, tab: ReportTab, button: gr.Button, source: gr.Dropdown) -> None:

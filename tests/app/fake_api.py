@@ -243,6 +243,48 @@ class FakeApi:
             raise SpecError(f"kind: {kind!r} is not one of checkpoint, results, csv, yaml")
         return p
 
+    # ---- merging and sharing (tasks/sharing.py) ----
+    def submit_merge(self, user: str, job_ids: Any, *, method: str = "task_arithmetic", lambdas: Any = None,
+                     ties_keep: float | None = None, name: str | None = None, priority: int = 0) -> str:
+        ids = list(dict.fromkeys(job_ids or []))
+        if not 2 <= len(ids) <= 8:
+            raise SpecError(f"jobs: pick 2 to 8 different finished runs to merge, got {len(ids)}")
+        views = [self._own(user, i) for i in ids]
+        if any(v.state != "DONE" for v in views):
+            raise InvalidState("only finished runs can be merged")
+        jid = uuid.uuid4().hex[:12]
+        target = " + ".join(v.target for v in views)
+        self.jobs[jid] = job_view(id=jid, owner=user, state="QUEUED", spec={"kind": "merge", "merge": {
+            "jobs": ids, "method": method, "lambdas": lambdas}}, spec_hash="0" * 64,
+            title=name or f"merge ({method.replace('_', ' ')}) of {target}", method="merge", target=target,
+            priority=priority, created_at=time.time(), total_steps=self.total_steps)
+        return jid
+
+    def hub_token_configured(self) -> bool:
+        return bool(getattr(self, "hub_token", False))
+
+    def push_to_hub(self, user: str, job_id: str, repo_id: str, *, headline: str | None = None,
+                    private: bool = True, priority: int = 0) -> str:
+        if not self.hub_token_configured():
+            raise InvalidState("push: no Hugging Face token is configured on the server (HF_TOKEN); download the "
+                               "model card folder instead, or on the command line `ldifs card RUN_DIR --out DIR`")
+        view = self._own(user, job_id)
+        jid = uuid.uuid4().hex[:12]
+        self.pushes = [*getattr(self, "pushes", []), {"job": job_id, "repo": repo_id, "headline": headline}]
+        self.jobs[jid] = job_view(id=jid, owner=user, state="QUEUED", spec={"kind": "push", "push": {
+            "job": job_id, "repo": repo_id, "private": private}}, spec_hash="0" * 64,
+            title=f"push {view.title} to {repo_id}", method="push", target=repo_id, priority=priority,
+            created_at=time.time(), total_steps=self.total_steps)
+        return jid
+
+    def model_card(self, user: str, job_id: str, *, headline: str | None = None) -> Path:
+        if self.get_results(user, job_id) is None:
+            raise InvalidState("the run has not finished")
+        p = Path(tempfile.mkdtemp(dir=self.export_dir)) / f"{job_id}-model-card.zip"
+        p.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+        self.cards = [*getattr(self, "cards", []), {"job": job_id, "headline": headline}]
+        return p
+
     def status_dict(self, user: str, job_id: str) -> dict:
         d = self._own(user, job_id).to_dict()
         d.pop("spec", None)

@@ -1,0 +1,53 @@
+"""New run → Merge runs and Report → Share, against the fake API: jobs by id, the report's headline on the
+card, no push without a token (one line naming `ldifs card`), uploads kept out of the run pickers."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from app import story
+from app.context import AppContext
+from app.tabs import merge_runs, report, share
+
+from .fake_api import FakeApi
+
+
+def _two_finished(api):
+    ids = []
+    for i, target in enumerate(("quadrant", "count")):
+        jid = api.submit("local", {"name": f"CE {target}", "data": {"target": target, "controls": ["colour"]},
+                                   "method": {"name": "ce"}, "optim": {"steps": 10}})
+        api.jobs[jid] = replace(api.jobs[jid], created_at=time.time() - 100 + i)
+        ids.append(jid)
+    return ids
+
+
+def test_merge_runs_queues_a_merge_of_the_picked_runs_by_id(tmp_path):
+    api = FakeApi(run_s=0.1)
+    ctx = AppContext(api=api, tmp_dir=tmp_path)
+    ids = _two_finished(api)
+    choices = merge_runs.refresh_choices(ctx, [], None).constructor_args["choices"]
+    assert sorted(v for _, v in choices) == sorted(ids)
+    md, tabs, job_id = merge_runs.on_merge(ctx, ids, "ties", "0,0.5,1", 0.3, "", None)
+    view = api.get_job("local", job_id)
+    assert view.method == "merge" and view.spec["merge"]["jobs"] == ids and view.spec["merge"]["method"] == "ties"
+    assert tabs.constructor_args["selected"] == "jobs" and job_id[:8] in md
+    api.jobs[job_id] = replace(api.jobs[job_id], state="DONE")
+    assert job_id not in {v for _, v in merge_runs.refresh_choices(ctx, [], None).constructor_args["choices"]}
+
+
+def test_push_needs_a_token_and_carries_the_reports_headline(tmp_path):
+    api = FakeApi(run_s=0.1)
+    ctx = AppContext(api=api, tmp_dir=tmp_path)
+    run = _two_finished(api)[0]
+    md, *_ = share.push(ctx, run, "alice/clip-quadrant", False, None)
+    assert "ldifs card" in md and not getattr(api, "pushes", [])
+    api.hub_token = True
+    md, tabs, push_id = share.push(ctx, run, "alice/clip-quadrant", False, None)
+    headline = story.headline(api.get_results("local", run))
+    assert api.pushes == [{"job": run, "repo": "alice/clip-quadrant", "headline": headline}]
+    assert tabs.constructor_args["selected"] == "jobs"
+    api.jobs[push_id] = replace(api.jobs[push_id], state="DONE")  # an upload is not a run to report on
+    assert push_id not in {str(j.id) for j in report._finished(ctx, "local")}
+    share.prepare_card(ctx, run, None)
+    assert api.cards == [{"job": run, "headline": headline}]
