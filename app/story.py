@@ -216,6 +216,21 @@ def _forgetting_clause(results: Mapping[str, Any], em) -> str:
     return clause
 
 
+def _merge_clause(merge: Mapping[str, Any], em) -> str:
+    """'Merging the runs on *Quadrant* and *Count* (task arithmetic, λ = 0.4): their classifiers score 95 %
+    and 90 % on the merged model (100 % and 98 % in their own runs)'."""
+    tasks = [t for t in merge.get("tasks") or [] if isinstance(t, Mapping)]
+    names = [em(str(t.get("title") or t.get("dataset") or "?")) for t in tasks]
+    joined = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    how = str(merge.get("method") or "").replace("_", " ")
+    lam = merge.get("chosen_lambda")
+    lam_text = f", λ = {lam:g}" if isinstance(lam, (int, float)) else ""
+    merged = " and ".join(pct(t.get("merged")) for t in tasks)
+    own = " and ".join(pct(t.get("run_after")) for t in tasks)
+    who = "their classifiers score" if len(tasks) > 1 else "its classifier scores"
+    return f"Merging the runs on {joined} ({how}{lam_text}): {who} {merged} on the merged model ({own} in their own runs)"
+
+
 def headline(results: Mapping[str, Any], markup: str = "md",
              reference: Mapping[str, Any] | None = None, difference: Mapping[str, Any] | None = None) -> str:
     """The report's first sentence(s), for someone who reads only this; ``markup`` is "md" or "html".
@@ -232,6 +247,8 @@ def headline(results: Mapping[str, Any], markup: str = "md",
         first = f"Continual fine-tuning on {' → '.join(em(title_of(results, k)) for k in seq)}. Its last stage: " \
             + first[0].lower() + first[1:]
         second += "; the accuracy matrix below shows every task after every stage"
+    if isinstance(results.get("merge"), Mapping) and (results["merge"].get("tasks")):
+        first = _merge_clause(results["merge"], em)
     out = f"{first}; {second}."
     for extra in (reference_sentence(results, reference, difference), *notes(results, em)):
         if extra:

@@ -19,13 +19,13 @@ from typing import Any
 
 from ldifs_engine.errors import InvalidUpload, LdifsError, SpecError
 from ldifs_engine.files import atomic_write_bytes, disk_full, is_disk_full
-from ldifs_engine.specio import quote
 
 from . import queue
 from .events import event_log, format_event
 from .jobs import latest_checkpoint, stderr_tail, write_spec
 from .ownership import upload_problems
 from .settings import Settings, get_settings
+from .arguments import PRIORITY_RANGE, check_priority as _priority, check_user as _user  # noqa: F401
 from .sharing import hub_token_configured, model_card, push_to_hub, submit_merge
 from .status_cache import status_cache
 from .store import (
@@ -91,7 +91,6 @@ __all__ = [
 ]
 
 EXPORT_KINDS = ("checkpoint", "results", "csv", "yaml")  # the HTML report is drawn by app/charts.py
-PRIORITY_RANGE = (-10, 10)
 
 
 def _ctx() -> tuple[Settings, JobStore]:
@@ -99,10 +98,6 @@ def _ctx() -> tuple[Settings, JobStore]:
     return settings, open_store(settings)
 
 
-def _user(user: str) -> str:
-    if not isinstance(user, str) or not user.strip() or len(user) > 200 or any(ord(c) < 32 for c in user):
-        raise SpecError("user: expected a non-empty user name of at most 200 printable characters")
-    return user
 
 
 def _parse_spec(spec: Any):
@@ -118,12 +113,6 @@ def _parse_spec(spec: Any):
     raise SpecError(f"spec: expected a RunSpec, a mapping or YAML text, got {type(spec).__name__}")
 
 
-def _priority(priority: Any) -> int:
-    lo, hi = PRIORITY_RANGE
-    if isinstance(priority, bool) or not isinstance(priority, int) or not lo <= priority <= hi:
-        raise SpecError(f"priority: {quote(priority)} is not allowed; allowed: a whole number from {lo} to {hi} "
-                        "(higher runs first)")
-    return priority
 
 
 # ---- jobs ------------------------------------------------------------------------------------

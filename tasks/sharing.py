@@ -20,6 +20,7 @@ from typing import Any
 from ldifs_engine.errors import SpecError
 
 from . import queue
+from .arguments import check_priority, check_user
 from .jobs import write_spec
 from .settings import get_settings
 from .store import DONE, InvalidState, JobStore, open_store
@@ -78,9 +79,7 @@ def _create(store: JobStore, user: str, stored: dict, engine_doc: dict, title: s
     import hashlib
     import json
 
-    from .api import _priority, _user
-
-    user, priority = _user(user), _priority(priority)
+    user, priority = check_user(user), check_priority(priority)
     settings = get_settings()
     job_id = uuid.uuid4().hex
     run_dir = settings.runs_dir / job_id

@@ -51,3 +51,15 @@ def test_push_needs_a_token_and_carries_the_reports_headline(tmp_path):
     assert push_id not in {str(j.id) for j in report._finished(ctx, "local")}
     share.prepare_card(ctx, run, None)
     assert api.cards == [{"job": run, "headline": headline}]
+
+
+def test_a_merges_headline_says_what_each_runs_classifier_kept():
+    from . import samples
+
+    r = samples.results()
+    r["merge"] = {"method": "task_arithmetic", "chosen_lambda": 0.4, "tasks": [
+        {"dataset": "quadrant", "title": "Quadrant", "run_after": 0.999, "merged": 0.95},
+        {"dataset": "count", "title": "Object count", "run_after": 0.98, "merged": 0.9}]}
+    text = story.headline(r)
+    assert text.startswith("Merging the runs on *Quadrant* and *Object count* (task arithmetic, λ = 0.4): their "
+                           "classifiers score 95 % and 90 % on the merged model (100 % and 98 % in their own runs);")
