@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from .cli import dispatch
@@ -150,6 +151,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     for m in rows:
         params = ", ".join(f"{p['name']}={p['default']}" for p in m["params"]) or "—"
         print(f"{m['name']:<8}{m['title']:<36}params: {params}")
+        print(textwrap.fill(m["description"], width=110, initial_indent=" " * 8, subsequent_indent=" " * 8))
     print("post-hoc: WiSE-FT weight interpolation — set eval.wise_ft_alphas, e.g. [0, 0.1, ..., 1]")
     return 0
 

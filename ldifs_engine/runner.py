@@ -294,10 +294,11 @@ class TaskRecipe:
                                         from_prompts=lambda: zs_head(self.zs_w[target.key]))
         self.st = TrainState(model=self.model, head=head.to(self.device) if head is not None else None,
                              classnames=target.classnames, templates=tuple(target.info.templates),
-                             tokenizer=self.tokenizer, device=self.device, reference_state=self.opts.reference_state)
-        self.method.setup(self.st)
-        # WiSE-FT interpolates from these
+                             tokenizer=self.tokenizer, device=self.device, reference_state=self.opts.reference_state,
+                             seed=self.spec.seed)
+        # WiSE-FT interpolates from these (taken before ``setup``, which may attach adapters to the model)
         self.initial_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        self.method.setup(self.st)
         self.initial_head = copy.deepcopy(self.st.head).cpu() if self.st.head is not None else None
         feats, labels = encode_images(self.model.visual, target.test, target.test_idx, self.pre, device=self.device)
         self.head_before_correct = self.head_correct(feats, labels, self.zs_w[target.key])
@@ -339,6 +340,7 @@ class TaskRecipe:
                           on_curve=self.curve_point if spec.eval.curve_points else None,
                           fault_hook=self.opts.fault_hook, accepted_hashes=spec.accepted_hashes())
         self.trained: TrainResult = trainer.fit(resume=self.opts.resume)
+        self.method.after_training(self.st)  # e.g. adapters folded in: everything after sees a plain model
 
     def _sanity_step(self) -> None:
         """A broken method or model fails here in seconds, not after the first long evaluation."""
@@ -492,12 +494,15 @@ class TaskRecipe:
         return results
 
     def save_final(self) -> dict[str, str]:
-        """``final/model.safetensors`` (and the head): the artefacts, by path relative to the run."""
+        """``final/model.safetensors`` (or what the method exports instead, e.g. a LoRA adapter) and the
+        head: the artefacts, by path relative to the run."""
         final = self.workdir / "final"
         final.mkdir(exist_ok=True)
-        save_tensors_atomic(final / "model.safetensors", self.model.state_dict(),
-                            metadata={"backbone": self.spec.backbone, "spec_hash": self.spec.spec_hash()})
-        artifacts = {"checkpoint": "final/model.safetensors"}
+        artifacts = {}
+        for key, filename, tensors, extra in self.method.final_weights(self.st):
+            save_tensors_atomic(final / filename, tensors,
+                                metadata={"backbone": self.spec.backbone, "spec_hash": self.spec.spec_hash(), **extra})
+            artifacts[key] = f"final/{filename}"
         if self.st.head is not None:
             save_tensors_atomic(final / "head.safetensors", self.st.head.state_dict(),
                                 metadata={"classnames": "\n".join(self.data.target.classnames)})

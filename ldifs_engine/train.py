@@ -122,10 +122,7 @@ class Trainer:
 
     # ---- checkpoints ------------------------------------------------------------------------
     def weights(self) -> dict[str, torch.Tensor]:
-        w = {f"model.{k}": v for k, v in self.st.model.state_dict().items()}
-        if self.st.head is not None:
-            w.update({f"head.{k}": v for k, v in self.st.head.state_dict().items()})
-        return w
+        return self.method.checkpoint_tensors(self.st)  # the whole model, or only what the method trains
 
     def save(self) -> Path | None:
         if self.ckpt_root is None:
@@ -161,10 +158,7 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         weights, state, optim_state = load_checkpoint(path, spec_hash=self.accepted_hashes)
-        model_sd = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
-        self.st.model.load_state_dict(model_sd, strict=True)
-        if self.st.head is not None:
-            self.st.head.load_state_dict({k[len("head."):]: v for k, v in weights.items() if k.startswith("head.")})
+        self.method.restore_tensors(self.st, weights)
         self.opt.load_state_dict(optim_state["opt"])
         self.sched.load_state_dict(optim_state["sched"])
         self.scaler.load_state_dict(optim_state["scaler"])

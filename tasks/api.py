@@ -330,9 +330,9 @@ def export_artifact(user: str, job_id: str, kind: str) -> Path:
     if kind == "csv":
         return atomic_write_bytes(out_dir / f"{stem}-metrics.csv", _results_csv(results).encode())
     final = run_dir / "final"
-    files = [p for p in (final / "model.safetensors", final / "head.safetensors", run_dir / "spec.json",
-                         run_dir / "results.json") if p.is_file()]
-    if not (final / "model.safetensors").is_file():
+    files = [p for p in (final / "model.safetensors", final / "adapter.safetensors", final / "head.safetensors",
+                         run_dir / "spec.json", run_dir / "results.json") if p.is_file()]
+    if not (final / "model.safetensors").is_file() and not (final / "adapter.safetensors").is_file():
         raise InvalidState(f"job {job_id} has no final checkpoint")
     target = out_dir / f"{stem}-checkpoint.zip"
     tmp = target.with_suffix(".zip.tmp")

@@ -27,6 +27,7 @@ class TrainState:
     templates: tuple[str, ...] = ()
     tokenizer: Any = None
     device: Any = "cpu"  # a torch.device or its name
+    seed: int = 0  # the run's seed (for state a method initialises itself, e.g. adapters)
     # weights of the reference model when it is not the starting one (a continual stage with
     # LDIFS reference "pretrained"); None = the model as it starts
     reference_state: dict[str, torch.Tensor] | None = None
@@ -119,6 +120,30 @@ class Method:
              gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(task loss, regulariser term) on one micro-batch; the total is their sum."""
         raise NotImplementedError
+
+    # ---- what is saved: resumable checkpoints and the finished model ----------------------------
+    def checkpoint_tensors(self, st: TrainState) -> dict[str, torch.Tensor]:
+        """What a resumable checkpoint keeps (``model.*`` / ``head.*``): by default every weight."""
+        w = {f"model.{k}": v for k, v in st.model.state_dict().items()}
+        if st.head is not None:
+            w.update({f"head.{k}": v for k, v in st.head.state_dict().items()})
+        return w
+
+    def restore_tensors(self, st: TrainState, weights: dict[str, torch.Tensor]) -> None:
+        """Load what ``checkpoint_tensors`` saved (strictly: a mismatch raises)."""
+        st.model.load_state_dict({k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")},
+                                 strict=True)
+        if st.head is not None:
+            st.head.load_state_dict({k[len("head."):]: v for k, v in weights.items() if k.startswith("head.")})
+
+    def after_training(self, st: TrainState) -> None:
+        """Called once training has finished (not on a stop), before the final evaluation: a method whose
+        training state is not a plain model (adapters) turns it into one here."""
+
+    def final_weights(self, st: TrainState) -> list[tuple[str, str, dict[str, torch.Tensor], dict[str, str]]]:
+        """The finished model's weight files: (artifact key, file name in ``final/``, tensors, metadata).
+        The head is written by the runner."""
+        return [("checkpoint", "model.safetensors", st.model.state_dict(), {})]
 
     @classmethod
     def meta(cls) -> dict:
