@@ -36,6 +36,10 @@ CONFIGS: dict[str, dict] = {
     "ldifs-a50": {**LP, **_ldifs(50.0)},
     "ldifs-a10-final": {**LP, **_ldifs(10.0, True)},
     "ldifs-a50-final": {**LP, **_ldifs(50.0, True)},
+    # LoRA (README "LoRA on the concept world"): rank / scaling, alone and with the LDIFS term
+    "lora-r8-a16": {**LP, "method.name": "lora", "method.params": {"rank": 8, "lora_alpha": 16.0}},
+    "lora-r8-a64": {**LP, "method.name": "lora", "method.params": {"rank": 8, "lora_alpha": 64.0}},
+    "lora-r16-a64": {**LP, "method.name": "lora", "method.params": {"rank": 16, "lora_alpha": 64.0}},
     "zs-ce": {**ZS, "method.name": "ce", "method.params": {}},
     "zs-ldifs-a20-final": {**ZS, **_ldifs(20.0, True)},
     "zs-lr1e-3-ce": {**ZS, "optim.lr": 1e-3, "method.name": "ce", "method.params": {}},

@@ -71,8 +71,8 @@ class LowRankDelta(nn.Module):
 class AdapterSpec:
     """How to adapt a tower (the LoRA method's params, without the training ones)."""
 
-    rank: int = 8
-    lora_alpha: float = 16.0
+    rank: int = 16
+    lora_alpha: float = 64.0
     dropout: float = 0.0
     targets: str = "attention+mlp"
 

@@ -56,7 +56,7 @@ DEMO_METHODS: dict[str, dict] = {
     "ldifs-final": {"name": "ldifs", "head_init": "lp", "params": {"alpha": 50.0, "final_embedding": True}},
     "ls": {"name": "ls", "head_init": "lp", "params": {"epsilon": 0.1}},
     "flyp": {"name": "flyp", "head_init": "zs", "params": {}},  # FLYP trains against class captions: no probe head
-    # LoRA at its defaults (rank 8, alpha 16, attention + MLP), alone and with the demo's LDIFS strength
+    # LoRA at its defaults (rank 16, alpha 64: scaling 4, attention + MLP), alone and with the demo's LDIFS strength
     "lora": {"name": "lora", "head_init": "lp", "params": {}},
     "lora-ldifs": {"name": "lora", "head_init": "lp", "params": {"ldifs_alpha": 50.0}},
 }

@@ -28,8 +28,8 @@ EXPORTS = ("both", "merged", "adapter")
 
 @dataclass(frozen=True)
 class LoRAParams:
-    rank: int = param(8, "Rank r of each adapter (B is out×r, A is r×in).", min=1, max=512, title="Adapter rank")
-    lora_alpha: float = param(16.0, "Adapter scaling numerator: each adapter adds (lora_alpha / rank)·B·A "
+    rank: int = param(16, "Rank r of each adapter (B is out×r, A is r×in).", min=1, max=512, title="Adapter rank")
+    lora_alpha: float = param(64.0, "Adapter scaling numerator: each adapter adds (lora_alpha / rank)·B·A "
                               "(the LoRA paper's and peft's convention).", min_excl=0.0, max=1e6,
                               title="Adapter scaling (alpha, divided by the rank)")
     dropout: float = param(0.0, "Chance of dropping each rank component of an adapter at every training step "
