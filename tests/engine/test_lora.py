@@ -25,7 +25,7 @@ def _state(key: str, **params) -> tuple[TrainState, object]:
     torch.manual_seed(0)
     model = load_backbone(key)
     st = TrainState(model=model, head=torch.nn.Linear(model.visual.output_dim, 4), seed=0)
-    method = METHODS.get("lora")(LoRAParams(rank=4, **params))
+    method = METHODS.get("lora")(LoRAParams(rank=4, lora_alpha=16.0, **params))
     method.setup(st)
     return st, method
 
@@ -92,7 +92,7 @@ def test_lora_plus_ldifs_is_the_lora_loss_plus_the_ldifs_term():
     st, with_ldifs = _state("tiny-vit-random", ldifs_alpha=7.0)
     assert not parametrize.is_parametrized(st.reference.tower)  # the reference is the frozen pre-trained tower
     _randomise_b(st)
-    plain = METHODS.get("lora")(LoRAParams(rank=4))
+    plain = METHODS.get("lora")(LoRAParams(rank=4, lora_alpha=16.0))
     x, y = torch.randn(4, 3, 48, 48, generator=torch.Generator().manual_seed(3)), torch.tensor([0, 1, 2, 3])
     task, reg = with_ldifs.loss(st, x, y)
     task0, reg0 = plain.loss(st, x, y)
@@ -103,7 +103,7 @@ def test_lora_plus_ldifs_is_the_lora_loss_plus_the_ldifs_term():
 
 def _spec(**over) -> RunSpec:
     return RunSpec.from_dict(tiny_spec(**{"eval.linear_probe": False, "method.name": "lora", "method.head_init": "lp",
-                                          "method.params": {"rank": 4, "dropout": 0.25},
+                                          "method.params": {"rank": 4, "lora_alpha": 16.0, "dropout": 0.25},
                                           "eval.curve_points": 0, "data.max_eval_samples": 32, **over}))
 
 
