@@ -55,7 +55,16 @@ class Preprocessor:
             return self._normalise(images)
         return self._normalise(torch.stack([self._fit(im) for im in images]))
 
+    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B,3,S,S]`` → normalised float, on the batch's device."""
+        return self._normalise(batch)
+
     def train_batch(self, images: Sequence[torch.Tensor] | torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """``train_crops`` normalised."""
+        return self._normalise(self.train_crops(images, gen))
+
+    def train_crops(self, images: Sequence[torch.Tensor] | torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """uint8 ``[B,3,S,S]``: a RandomResizedCrop of each full-size image, drawn from ``gen`` in order."""
         out = []
         for im in images:
             h, w = im.shape[-2:]
@@ -74,7 +83,7 @@ class Preprocessor:
                 ch, cw = min(h, w), min(h, w)
                 top, left = (h - ch) // 2, (w - cw) // 2
             out.append(TF.resized_crop(im, top, left, ch, cw, [self.size, self.size], antialias=True))
-        return self._normalise(torch.stack(out))
+        return torch.stack(out)
 
 
 def subset_indices(n: int, cap: int | None, seed: int) -> torch.Tensor:

@@ -31,13 +31,14 @@ from torch import nn
 from . import __version__
 from .accel import auto_precision, compile_tower, setup_device, use_channels_last
 from .backbones import get_tokenizer, load_backbone, preprocess_cfg, tower_kind, weights_fingerprint
+from .batches import TrainImages, loader_settings
 from .cache import ByteCache, DiskStore, NullCache, content_key, size_limit_from_env
 from .checkpoint import atomic_write_json, latest_checkpoint, save_tensors_atomic
 from .data import DataContext, resolve_dataset
 from .data.cache_tensors import attach_eval_cache, content_stamp
 from .data.splits import seeded_split
 from .errors import Cancelled, DatasetUnavailable, LdifsError
-from .evaluate import (EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model, gather,
+from .evaluate import (EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model,
                        idx_hash, lp_init_head, remember_before, subset_indices, zs_acc_or_none)
 from .events import EventSink
 from .heads import ZS_SCALE, zs_head
@@ -87,6 +88,7 @@ class Prepared:
     controls: list[EvalSet]
     train_set: object
     train_idx: torch.Tensor
+    train_images: TrainImages  # the target's train split as training reads it (decoded images in the store)
 
     @property
     def all(self) -> list[EvalSet]:
@@ -95,7 +97,7 @@ class Prepared:
 
 def prepare_data(spec: RunSpec, ctx: DataContext, cache: ByteCache | None = None) -> Prepared:
     """Load every dataset of the spec; the target's train split loses a seeded validation share."""
-    sets = []
+    sets, train_ids = [], {}
     for key in spec.datasets:
         info = resolve_dataset(key, ctx)
         test = info.load("test", ctx)
@@ -109,7 +111,8 @@ def prepare_data(spec: RunSpec, ctx: DataContext, cache: ByteCache | None = None
             stamp = content_stamp(info, ctx)
             attach_eval_cache(test, info, "test", ctx, cache, stamp=stamp, workers=spec.data.num_workers)
             if train is not None:
-                attach_eval_cache(train, info, "train", ctx, cache, stamp=stamp, workers=spec.data.num_workers)
+                train_ids[key] = attach_eval_cache(train, info, "train", ctx, cache, stamp=stamp,
+                                                   workers=spec.data.num_workers).identity
     target = sets[0]
     tr, _val = seeded_split(len(target.train), spec.data.val_fraction, spec.seed)
     tr = torch.as_tensor(tr, dtype=torch.long)
@@ -118,7 +121,8 @@ def prepare_data(spec: RunSpec, ctx: DataContext, cache: ByteCache | None = None
     if not spec.eval.linear_probe:
         for es in sets:
             es.train, es.train_idx = (es.train, es.train_idx) if es is target else (None, None)
-    return Prepared(target, sets[1:], target.train, tr)
+    images = TrainImages(target.train, cache, train_ids[target.key]) if cache is not None else TrainImages(target.train)
+    return Prepared(target, sets[1:], target.train, tr, images)
 
 
 def total_steps(spec: RunSpec, n_train: int) -> int:
@@ -334,11 +338,12 @@ class TaskRecipe:
                           freeze_head=spec.method.freeze_head,
                           curve_steps=curve_steps(self.n_steps, spec.eval.curve_points), fused_adamw=cuda,
                           channels_last=cuda and tower_kind(self.model.visual) == "resnet")
-        trainer = Trainer(self.method, self.st, self.data.train_set, self.data.train_idx, self.pre, cfg,
+        trainer = Trainer(self.method, self.st, self.data.train_images, self.data.train_idx, self.pre, cfg,
                           device=self.device, sink=self.sink, ckpt_root=self.workdir / "checkpoints",
                           spec_hash=spec.spec_hash(), should_stop=self.should_stop,
                           on_curve=self.curve_point if spec.eval.curve_points else None,
-                          fault_hook=self.opts.fault_hook, accepted_hashes=spec.accepted_hashes())
+                          fault_hook=self.opts.fault_hook, accepted_hashes=spec.accepted_hashes(),
+                          loader=loader_settings(self.device, spec.data.num_workers))
         self.trained: TrainResult = trainer.fit(resume=self.opts.resume)
         self.method.after_training(self.st)  # e.g. adapters folded in: everything after sees a plain model
 
@@ -346,7 +351,7 @@ class TaskRecipe:
         """A broken method or model fails here in seconds, not after the first long evaluation."""
         self.sink.emit("phase", phase="sanity", message="checking one training step")
         self.model.eval()
-        images, labels = gather(self.data.train_set, self.data.train_idx[:2])
+        images, labels = self.data.train_images.gather(self.data.train_idx[:2])
         x = self.pre.eval_batch(images)
         task, reg = self.method.loss(self.st, x.to(self.device), labels.to(self.device), torch.Generator().manual_seed(0))
         (task + reg).backward()

@@ -41,7 +41,8 @@ class DataSpec:
     val_fraction: float = _f(0.1, "Seeded share of the train split held out for validation / probe selection.", min=0.0, max=0.5)
     max_train_samples: int | None = _f(None, "Cap on training images (None = all).", min=1)
     max_eval_samples: int | None = _f(None, "Cap on images per evaluation split (None = all).", min=1)
-    num_workers: int = _f(0, "Data-loader worker processes.", min=0, max=32)
+    num_workers: int = _f(0, "Data-loader worker processes (0 = the operator's LDIFS_DATA_WORKERS, else none on "
+                          "a CPU and up to 4 on a GPU).", min=0, max=32)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 
 from .accel import make_optimizer
+from .batches import BatchPlan, StepBatches, TrainImages, step_loader
 from .checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
 from .data.catalog import ImageSet
 from .errors import Cancelled, Diverged, InvalidCheckpoint, OutOfMemory
-from .evaluate import Preprocessor, gather
+from .evaluate import Preprocessor
 from .events import EventSink
 from .methods.base import Method, TrainState
 
@@ -65,16 +66,26 @@ class TrainResult:
     resumed_from: int | None = None
 
 
-class Trainer:
-    """Runs ``method`` on ``train_set[train_idx]`` for ``cfg.total_steps`` updates."""
+IN_PROCESS = {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
 
-    def __init__(self, method: Method, st: TrainState, train_set: ImageSet, train_idx: torch.Tensor,
+
+class Trainer:
+    """Runs ``method`` on ``train_set[train_idx]`` for ``cfg.total_steps`` updates.
+
+    ``train_set`` is an ``ImageSet`` or its ``TrainImages`` (decoded images in the engine's store);
+    ``loader`` the DataLoader settings (``batches.loader_settings``; default: in this process)."""
+
+    def __init__(self, method: Method, st: TrainState, train_set: ImageSet | TrainImages, train_idx: torch.Tensor,
                  pre: Preprocessor, cfg: TrainConfig, *, device: torch.device, sink: EventSink,
                  ckpt_root: Path | None, spec_hash: str, should_stop: Callable[[], bool] = lambda: False,
                  on_curve: Callable[[int], dict] | None = None,
-                 fault_hook: Callable[[int, int], None] | None = None, accepted_hashes: tuple[str, ...] = ()):
+                 fault_hook: Callable[[int, int], None] | None = None, accepted_hashes: tuple[str, ...] = (),
+                 loader: dict | None = None):
         self.method, self.st, self.cfg = method, st, cfg
-        self.train_set, self.train_idx, self.pre = train_set, train_idx, pre
+        self.images = train_set if isinstance(train_set, TrainImages) else TrainImages(train_set)
+        self.train_set, self.train_idx, self.pre = self.images.ds, train_idx, pre
+        self.plan = BatchPlan(train_idx, cfg.batch_size, cfg.seed)
+        self.loader = dict(loader) if loader is not None else dict(IN_PROCESS)
         self.device, self.sink, self.ckpt_root, self.spec_hash = device, sink, ckpt_root, spec_hash
         self.should_stop, self.on_curve, self.fault_hook = should_stop, on_curve, fault_hook
         self.accepted_hashes = (spec_hash, *accepted_hashes)  # resume also from these (RunSpec.accepted_hashes)
@@ -90,7 +101,6 @@ class Trainer:
         self.micro, self.backoffs = cfg.micro_batch, []
         self.curves: dict = {"steps": [], "target_head_acc": [], "zs_acc": {}}
         self.step = 0
-        self._perms: dict[int, torch.Tensor] = {}
         env = os.environ.get(FAULT_OOM_ENV)
         if env and self.fault_hook is None:
             limit = int(env)
@@ -102,23 +112,12 @@ class Trainer:
             self.fault_hook = simulated
 
     # ---- data order: a pure function of (seed, step), so a resumed run sees the same batches ----
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-            self._perms = {epoch: torch.randperm(len(self.train_idx), generator=g)}
-        return self._perms[epoch]
-
     def batch_indices(self, step: int) -> torch.Tensor:
-        n, b = len(self.train_idx), self.cfg.batch_size
-        pos = torch.arange(step * b, (step + 1) * b)
-        out = torch.empty(b, dtype=torch.long)
-        for epoch in pos.div(n, rounding_mode="floor").unique().tolist():
-            mask = pos.div(n, rounding_mode="floor") == epoch
-            out[mask] = self.train_idx[self._perm(epoch)[pos[mask] % n]]
-        return out
+        return self.plan.indices(step)
 
-    def _step_generator(self, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed((self.cfg.seed + 1) * 7_919 + step * 104_729)
+    def batches(self) -> StepBatches:
+        """The batches of the steps still to run (what the loader iterates)."""
+        return StepBatches(self.plan, self.images, self.pre.train_crops, self.step, self.cfg.total_steps)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def weights(self) -> dict[str, torch.Tensor]:
@@ -169,13 +168,14 @@ class Trainer:
         self.curves = state.get("curves", self.curves)
 
     # ---- one update ---------------------------------------------------------------------------
-    def _update(self, step: int) -> tuple[float, float, float]:
-        idx = self.batch_indices(step)
-        gen = self._step_generator(step)
-        images, labels = gather(self.train_set, idx)
-        x = self.pre.train_batch(images, gen)
-        y = labels
-        b = len(idx)
+    def _update(self, step: int, batch: tuple) -> tuple[float, float, float]:
+        _step, crops, y, gen_state = batch
+        gen = torch.Generator()
+        gen.set_state(gen_state)  # where the crops left the step's generator: the loss draws on from there
+        if self.device.type == "cuda":  # uint8 crosses the bus (4x fewer bytes); normalised on the GPU
+            crops = crops.to(self.device, non_blocking=True)
+        x = self.pre.normalise(crops)
+        b = len(y)
         self.opt.zero_grad(set_to_none=True)
         task_sum = reg_sum = torch.zeros((), device=self.device)  # summed on the device: no host sync per micro-batch
         amp = self.cfg.precision in ("bf16", "fp16")
@@ -208,10 +208,10 @@ class Trainer:
         self.sched.step()
         return task_f, reg_f, lr
 
-    def _update_with_backoff(self, step: int) -> tuple[float, float, float]:
+    def _update_with_backoff(self, step: int, batch: tuple) -> tuple[float, float, float]:
         while True:
             try:
-                return self._update(step)
+                return self._update(step, batch)
             except Exception as e:  # OOM is handled outside the step so its frames are freed
                 if not _is_oom(e):
                     raise
@@ -245,6 +245,7 @@ class Trainer:
             self.st.head.train()
         t_start = time.perf_counter()
         last_loss = None
+        batches = iter(step_loader(self.batches(), self.loader))
         while self.step < self.cfg.total_steps:
             if self.should_stop():
                 path = self.save()
@@ -252,7 +253,10 @@ class Trainer:
                 self.sink.emit("stopped", step=self.step, checkpoint=rel)
                 raise Cancelled(f"stopped at step {self.step} on request; resume continues from there")
             t0 = time.perf_counter()
-            task, reg, lr = self._update_with_backoff(self.step)
+            batch = next(batches)
+            if batch[0] != self.step:  # the loader runs in step order; anything else is a bug, not data
+                raise RuntimeError(f"data loader gave the batch of step {batch[0]} at step {self.step}")
+            task, reg, lr = self._update_with_backoff(self.step, batch)
             self.step += 1
             self.sink.step = self.step
             dt = time.perf_counter() - t0
