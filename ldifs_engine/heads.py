@@ -26,9 +26,44 @@ def zero_shot_weights(model: nn.Module, tokenizer, classnames: Sequence[str], te
     embs = []
     for i in range(0, len(prompts), batch_size):
         tokens = tokenizer(prompts[i:i + batch_size]).to(device)
-        embs.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
+        embs.append(F.normalize(encode_prompts(model, tokens).float(), dim=-1))
     emb = torch.cat(embs).view(len(classnames), len(templates), -1).mean(1)
     return F.normalize(emb, dim=-1)
+
+
+MIN_TRIM = 32  # token positions a cut must save to be worth it (see encode_prompts)
+
+
+def encode_prompts(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)``, without the padding after the longest prompt where that saves a lot.
+
+    CLIP's text tower is causal and pools at the end-of-text token (the highest token id), so the
+    positions after the longest prompt's end never reach a pooled feature: cutting them off gives the same
+    embeddings in exact arithmetic, and a ~7x cheaper zero-shot head for CIFAR-style prompts (11 of 77
+    tokens). Not bit for bit — the attention's sums run over fewer (zero) terms, about 1e-6 apart — so a
+    cut is only made when it saves at least ``MIN_TRIM`` positions: short contexts (the built-in tiny
+    model's 16) are encoded exactly as before. Other text towers go through ``encode_text`` as they are."""
+    import open_clip
+    from open_clip.transformer import text_global_pool
+
+    n = int(tokens.argmax(dim=-1).max()) + 1 if tokens.numel() else tokens.shape[-1]
+    mask, pos = getattr(model, "attn_mask", None), getattr(model, "positional_embedding", None)
+    plain_clip = (type(model).encode_text is open_clip.model.CLIP.encode_text
+                  and getattr(model, "text_pool_type", None) == "argmax" and isinstance(mask, torch.Tensor)
+                  and isinstance(pos, torch.Tensor) and pos.shape[0] == tokens.shape[-1] == mask.shape[-1]
+                  and torch.equal(torch.isneginf(mask), torch.ones(mask.shape, dtype=torch.bool,
+                                                                    device=mask.device).triu(1)))  # causal
+    if not plain_clip or tokens.shape[-1] - n < MIN_TRIM:
+        return model.encode_text(tokens)
+    t = tokens[:, :n]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(t).to(cast) + pos[:n].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=mask[:n, :n]))
+    x = text_global_pool(x, t, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    proj = model.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
 
 def indistinguishable_classes(weights: torch.Tensor, tol: float = INDISTINGUISHABLE_TOL) -> list[list[int]]:
