@@ -52,4 +52,17 @@ def gpu_warning() -> str | None:
         return None
     return (f"An NVIDIA GPU is visible but torch {build['version'] or '?'} is a CPU-only build: runs will train on "
             "the CPU. Install a CUDA wheel (docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/"
-            "cu124, see docs/DEPLOY.md).")
+            "cu126, see docs/DEPLOY.md).")
+
+
+def cpu_fallback_note(device_type: str, torch_version: str, torch_cuda: str | None) -> str | None:
+    """One line for a run that picked the CPU although an NVIDIA GPU is visible, else None.
+
+    ``gpu_warning`` catches a CPU-only wheel before anything starts; this also catches a CUDA wheel that
+    cannot use the card (a driver older than the wheel's CUDA, a card the wheel was not built for)."""
+    if device_type != "cpu" or not nvidia_gpu_visible():
+        return None
+    why = (f"its CUDA {torch_cuda} build cannot use the card (is the driver new enough for CUDA {torch_cuda}? "
+           "`nvidia-smi` shows the highest CUDA version it supports)" if torch_cuda else "it is a CPU-only build")
+    return (f"An NVIDIA GPU is visible but torch {torch_version} {why}: this run trains on the CPU. "
+            "See docs/DEPLOY.md for choosing the torch wheel.")

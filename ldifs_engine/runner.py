@@ -41,6 +41,7 @@ from .errors import Cancelled, DatasetUnavailable, LdifsError
 from .evaluate import (EvalSet, Preprocessor, before_key, before_metrics, encode_images, evaluate_model,
                        idx_hash, lp_init_head, remember_before, subset_indices, zs_acc_or_none)
 from .events import EventSink
+from .hardware import cpu_fallback_note
 from .heads import ZS_SCALE, zs_head
 from .intervals import attach_intervals, side_record, write_per_image
 from .methods import METHODS
@@ -227,6 +228,9 @@ class TaskRecipe:
         self.spec, self.workdir, self.sink, self.opts = spec, workdir, sink, opts
         self.cache = opts.cache if opts.cache is not None else default_cache()
         self.device = torch.device(opts.device) if opts.device is not None else pick_device()
+        note = cpu_fallback_note(self.device.type, torch.__version__, torch.version.cuda) if opts.device is None else None
+        if note:
+            sink.log(note, level="warning")  # in the job's log: why a GPU job runs slowly
         self.precision = resolve_precision(spec.optim.precision, self.device)
         stop_file, asked = StopFile(workdir), opts.should_stop
         self.should_stop = (lambda: asked() or stop_file()) if asked is not None else stop_file

@@ -44,3 +44,23 @@ def test_startup_warnings_one_line_per_problem(monkeypatch):
     monkeypatch.setenv("LDIFS_BACKBONES", "/nonexistent/backbones.yaml")
     lines = api.startup_warnings()
     assert lines[0] == "GPU visible, torch CPU-only" and "cannot read the file" in lines[1]
+
+
+def test_the_warning_names_the_wheel_index_the_dockerfile_uses(monkeypatch):
+    import re
+    from pathlib import Path
+
+    index = re.search(r"ARG TORCH_INDEX=(\S+)", (Path(__file__).resolve().parents[2] / "Dockerfile").read_text())
+    monkeypatch.setattr(hardware, "nvidia_gpu_visible", lambda: True)
+    monkeypatch.setattr(hardware, "torch_build", lambda: {"installed": True, "version": "2.10.0+cpu", "cuda": None})
+    assert index and index.group(1) in hardware.gpu_warning()
+
+
+def test_a_run_on_the_cpu_with_a_gpu_visible_says_why(monkeypatch):
+    monkeypatch.setattr(hardware, "nvidia_gpu_visible", lambda: True)
+    line = hardware.cpu_fallback_note("cpu", "2.10.0+cu126", "12.6")
+    assert line and "\n" not in line and "driver" in line and "12.6" in line  # a CUDA wheel the card cannot use
+    assert "CPU-only" in hardware.cpu_fallback_note("cpu", "2.10.0+cpu", None)
+    assert hardware.cpu_fallback_note("cuda", "2.10.0+cu126", "12.6") is None
+    monkeypatch.setattr(hardware, "nvidia_gpu_visible", lambda: False)
+    assert hardware.cpu_fallback_note("cpu", "2.10.0+cpu", None) is None

@@ -42,9 +42,9 @@ def test_catalog_key_trains_from_a_seeded_offline_model_cache(key, datasets, tmp
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         f"name: offline {key}\nbackbone: {key}\nseed: 0\n"
-        "data: {target: cifar10, controls: [mnist, svhn], max_train_samples: 6, max_eval_samples: 3}\n"
+        "data: {target: cifar10, controls: [mnist, svhn], max_train_samples: 4, max_eval_samples: 2}\n"
         "method: {name: ldifs, params: {alpha: 10}}\n"
-        "optim: {steps: 2, batch_size: 2, warmup_steps: 0, checkpoint_every: 2}\n"
+        "optim: {steps: 2, batch_size: 1, warmup_steps: 0, checkpoint_every: 2}\n"
         "eval: {linear_probe: false, curve_points: 0}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
     env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", LDIFS_HOME=str(tmp_path / "home"),

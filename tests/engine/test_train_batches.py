@@ -146,7 +146,13 @@ def test_a_run_reads_training_images_from_the_store_with_identical_results(tmp_p
         "data.target": "mnist", "data.controls": ["colour"], "data.max_train_samples": 10,
         "data.max_eval_samples": 6, "optim.steps": 3, "optim.batch_size": 4, "optim.warmup_steps": 1,
         "eval.linear_probe": False, "eval.curve_points": 1}))
-    plain = run(spec, tmp_path / "plain", cache=NullCache(), data_root=root)  # decodes every image it reads
+    from ldifs_engine import hardware
+
+    with monkeypatch.context() as m:  # and a CPU run on a machine with a visible GPU says so in its log
+        m.setattr(hardware, "nvidia_gpu_visible", lambda: True)
+        plain = run(spec, tmp_path / "plain", cache=NullCache(), data_root=root)  # decodes every image it reads
+    logs = [e["message"] for e in read_events(tmp_path / "plain" / "events.jsonl") if e["type"] == "log"]
+    assert any("NVIDIA GPU is visible" in line and "trains on the CPU" in line for line in logs)
     store = DiskStore(tmp_path / "store")
     run(spec, tmp_path / "cold", cache=store, data_root=root)
 
