@@ -88,3 +88,8 @@ def test_push_without_token_is_one_line_naming_ldifs_card(card, monkeypatch, cap
         with pytest.raises(Exception) as e:
             push_folder(run, "alice/x", token="hf_wrong_token_abc", endpoint=endpoint)
     assert "refused the token (HTTP 401)" in str(e.value) and "hf_wrong_token_abc" not in str(e.value)
+    with hub_standin() as (endpoint, _hub):
+        pass  # the stand-in is gone: nothing listens on its port any more
+    with pytest.raises(Exception) as e:
+        push_folder(run, "alice/x", token=TOKEN, endpoint=endpoint)
+    assert "cannot be reached" in str(e.value) and "ldifs card" in str(e.value) and TOKEN not in str(e.value)
