@@ -56,6 +56,26 @@ def mergeable(jobs: Any) -> list:
             and not ((getattr(j, "spec", None) or {}).get("data") or {}).get("sequence")]
 
 
+def merge_summary(results: Any) -> str:
+    """For a merge's report: each run's task before, in its own run and in the merge, and each run's
+    forgetting next to the merge's (markdown; empty for anything that is not a merge)."""
+    m = (results or {}).get("merge") if isinstance(results, dict) else None
+    if not isinstance(m, dict) or not m.get("tasks"):
+        return ""
+    lam = m.get("chosen_lambda")
+    head = f"merged (λ = {lam:g})" if isinstance(lam, (int, float)) else "merged"
+    rows = [f"| task | classifier | before | its own run | {head} |", "|---|---|---|---|---|"]
+    for t in m["tasks"]:
+        rows.append(f"| {text.md_escape(t.get('title') or t.get('dataset'))} | {text.md_escape(t.get('classifier'))} "
+                    f"| {text.pct(t.get('before'), 1)} | {text.pct(t.get('run_after'), 1)} | {text.pct(t.get('merged'), 1)} |")
+    own = ", ".join(f"{text.points(t.get('run_mean_delta_zs_controls'))} ({text.md_escape(t.get('dataset'))} run)"
+                    for t in m["tasks"])
+    merged = text.points((results.get("summary") or {}).get("mean_delta_zs_controls"))
+    return ("\n".join(rows) + f"\n\nMean zero-shot change on the controls: {merged} points for the merge; "
+            f"{own} in the runs (each over its own controls). λ chosen on {text.md_escape(m.get('selected_on'))} "
+            "images.")
+
+
 @user_errors
 def refresh_choices(ctx: AppContext, current: Any, request: gr.Request) -> Any:
     user = ctx.user(request)

@@ -18,7 +18,7 @@ from .. import charts, story, text
 from ..context import AppContext, on_page_load, user_errors
 from ..downloads import PrivateDownloadButton, download_url
 from ..text import GLOSSARY, html_escape
-from . import share
+from . import merge_runs, share
 from .common import DONE, PRIVATE, Names, bind
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -193,6 +193,8 @@ def report_views(ctx: AppContext, user: str, job: Any, results: Mapping[str, Any
     has_lp = charts.metric_computed(results, "lp_acc")
     w = charts.wise_ft(results)
     m = charts.continual_matrix(results)
+    merge = merge_runs.merge_summary(results)  # a merge: each task next to its own run
+    facts += f"\n\n{merge}" if merge else ""
     return [f"## {text.md_escape(title)}\n\n{facts}",
             story.headline(results, reference=reference, difference=difference),
             stat_cards_html(results, reference, difference),

@@ -63,3 +63,19 @@ def test_a_merges_headline_says_what_each_runs_classifier_kept():
     text = story.headline(r)
     assert text.startswith("Merging the runs on *Quadrant* and *Object count* (task arithmetic, λ = 0.4): their "
                            "classifiers score 95 % and 90 % on the merged model (100 % and 98 % in their own runs);")
+
+
+def test_a_merges_report_shows_each_task_next_to_its_own_run(tmp_path):
+    from . import samples
+
+    api = FakeApi(run_s=0.1)
+    ctx = AppContext(api=api, tmp_dir=tmp_path)
+    jid = _two_finished(api)[0]
+    r = samples.results()
+    r["merge"] = {"method": "ties", "chosen_lambda": 0.6, "selected_on": "validation", "tasks": [
+        {"dataset": "quadrant", "title": "Quadrant", "classifier": "trained head", "before": 0.4, "run_after": 0.999,
+         "merged": 0.95, "run_mean_delta_zs_controls": -0.336}]}
+    api.results_for[jid] = r
+    facts = report.report_views(ctx, "local", api.get_job("local", jid), r)[0]
+    assert "| Quadrant | trained head | 40.0 % | 99.9 % | 95.0 % |" in facts and "merged (λ = 0.6)" in facts
+    assert "−33.6 (quadrant run)" in facts
