@@ -17,8 +17,9 @@ cache that holds an open_clip pretrained tag::
 
 Validation here is cheap and lazy-free of torch: key syntax, known architecture (open_clip's config
 files are listed without importing open_clip), readable file with a safetensors header, tag known.
-Shape checks need the architecture built, so ``ldifs_engine.backbones.check_operator_shapes`` does them
-at engine and worker start. Every problem is one line naming the file, the entry and what is wrong.
+Shape checks need the architecture built (``ldifs_engine.backbones.check_operator_shapes``): ``ldifs
+backbones`` runs them, and the app and the worker at start through ``check_shapes_in_child`` (a child
+interpreter, so those processes stay free of torch). Every problem is one line naming the file, the entry and what is wrong.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ import json
 import os
 import re
 import struct
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,3 +205,26 @@ def from_env() -> tuple[list[OperatorBackbone], list[str]]:
     if not path:
         return [], []
     return parse_file(path)
+
+
+_CHILD_CHECK = ("from ldifs_engine.backbones import check_operator_shapes as check\n"
+                "for line in check(drop=False): print('PROBLEM', line.replace(chr(10), ' '))")
+
+
+def check_shapes_in_child(timeout: float = 300.0) -> list[str]:
+    """``check_operator_shapes`` of ``$LDIFS_BACKBONES`` in a child interpreter: one line per entry whose
+    tensors do not fit its architecture. Nothing is started when no entry has a weights file."""
+    entries, _problems = from_env()
+    if not any(e.weights for e in entries):
+        return []
+    try:
+        r = subprocess.run([sys.executable, "-c", _CHILD_CHECK], capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return [f"{ENV}: the shapes of the operator's backbones were not checked ({type(e).__name__}); "
+                "run `ldifs backbones` to check them"]
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        return [f"{ENV}: the shapes of the operator's backbones were not checked ({last}); "
+                "run `ldifs backbones` to check them"]
+    return [line[len("PROBLEM "):] for line in r.stdout.splitlines() if line.startswith("PROBLEM ")]

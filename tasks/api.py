@@ -388,11 +388,11 @@ def catalog_backbones() -> list[dict]:
 def startup_warnings() -> list[str]:
     """One line per setup problem an operator should see (torch-free): a GPU that torch cannot use, bad
     entries in the operator's backbones file (LDIFS_BACKBONES)."""
-    from ldifs_engine.backbone_file import from_env
+    from ldifs_engine.backbone_file import check_shapes_in_child, from_env
     from ldifs_engine.hardware import gpu_warning
 
     gpu = gpu_warning()
-    return ([gpu] if gpu else []) + from_env()[1]
+    return ([gpu] if gpu else []) + from_env()[1] + check_shapes_in_child()  # shapes: in a child, torch-free here
 
 
 def catalog_methods() -> list[dict]:

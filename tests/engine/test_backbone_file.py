@@ -92,6 +92,23 @@ def test_wrong_shapes_are_found_at_start_and_the_entry_dropped(operator_file, tm
         bb.load_backbone("bad-shapes")
 
 
+@pytest.mark.slow  # a child interpreter imports torch and open_clip
+def test_app_and_worker_start_report_wrong_shapes_without_loading_torch(operator_file, tmp_path):
+    from ldifs_engine.backbone_file import check_shapes_in_child
+    from tasks import api
+
+    state = load_file(str(TINY))
+    key = next(k for k, v in state.items() if v.ndim == 2)
+    state[key] = torch.zeros(state[key].shape[0] + 1, state[key].shape[1])
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    operator_file(f"backbones:\n  - {{key: good, arch: ldifs-concept-vit, weights: {TINY}}}\n"
+                  f"  - {{key: bad-shapes, arch: ldifs-concept-vit, weights: {tmp_path / 'bad.safetensors'}}}\n")
+    lines = [line for line in api.startup_warnings() if "LDIFS_BACKBONES" in line]  # what app and worker log
+    assert len(lines) == 1 and "bad-shapes" in lines[0] and "wrong shape" in lines[0] and key in lines[0]
+    operator_file("backbones:\n  - {key: cached, arch: ViT-B-32, pretrained: openai}\n")
+    assert check_shapes_in_child() == []  # no weights file: no child started
+
+
 def test_path_looking_user_key_is_refused():
     for key in ("/srv/models/x.safetensors", "../x", "~/w.safetensors", "C:\\m.bin", "hf-hub:org/repo", "a/b/c"):
         assert looks_like_path(key), key
