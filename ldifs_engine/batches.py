@@ -17,6 +17,7 @@ world) are uint8 tensors already: there is nothing to decode, they are sliced di
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -138,10 +139,17 @@ def loader_settings(device: torch.device, requested: int = 0) -> dict:
     return out
 
 
+def _worker_ignores_sigint(_worker_id: int) -> None:
+    # A stop is one SIGINT to the engine's process group (tasks/jobs.py): the engine checkpoints at the next
+    # step boundary. Workers killed by it would leave the engine waiting on a dead loader and fail the run.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def step_loader(batches: StepBatches, settings: dict) -> torch.utils.data.DataLoader:
     """Batches in step order (``batch_size=None``: every item is a whole batch already). The loader gets
     its own generator: left to the global one, each new iterator would draw a worker seed from it and
     shift every later global draw (the batches themselves use no global randomness)."""
+    extra = {"worker_init_fn": _worker_ignores_sigint} if settings.get("num_workers", 0) > 0 else {}
     return torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
-                                       generator=torch.Generator().manual_seed(0), **settings)
+                                       generator=torch.Generator().manual_seed(0), **extra, **settings)
 

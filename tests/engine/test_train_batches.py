@@ -166,3 +166,22 @@ def test_a_run_reads_training_images_from_the_store_with_identical_results(tmp_p
     assert a == b == c and len(a["losses"]) == 3
     wa, wc = (load_file(tmp_path / d / "final" / "model.safetensors") for d in ("plain", "warm"))
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_workers_survive_the_sigint_of_a_graceful_stop():
+    """A stop sends one SIGINT to the engine's whole process group: the loader's workers must not die of it
+    (the engine stops at the next step boundary; a dead worker would fail the run instead)."""
+    import os
+    import signal
+    import time
+
+    ds = random_images(8, size=24, seed=1)
+    plan = BatchPlan(torch.arange(8), batch_size=2, seed=0)
+    it = iter(step_loader(StepBatches(plan, TrainImages(ds), PRE.train_crops, 0, 6),
+                          {"num_workers": 2, "pin_memory": False, "persistent_workers": True}))
+    first = next(it)
+    for w in it._workers:  # noqa: SLF001 — the worker processes of this iterator
+        os.kill(w.pid, signal.SIGINT)
+    time.sleep(0.5)
+    rest = list(it)
+    assert [first[0], *(b[0] for b in rest)] == [0, 1, 2, 3, 4, 5]
