@@ -87,6 +87,13 @@ class DiskStore:
         self._lock = threading.Lock()
         self._cache = self._open()
 
+    def __getstate__(self) -> dict:
+        # DataLoader workers started by spawn/forkserver get the store pickled: reopen it there by path
+        return {"directory": str(self.directory), "size_limit": self.size_limit}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["directory"], size_limit=state["size_limit"])
+
     def _open(self) -> diskcache.Cache:
         self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)

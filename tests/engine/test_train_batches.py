@@ -78,6 +78,15 @@ def test_store_batches_equal_decoded_batches_and_a_warm_store_decodes_nothing(tm
     assert changed.decoded == 3
 
 
+def test_the_store_travels_to_spawned_workers_by_path(tmp_path):
+    import pickle
+
+    store = DiskStore(tmp_path / "store", size_limit=2**30)
+    store.set("k", b"v")
+    again = pickle.loads(pickle.dumps(store))
+    assert again.get("k") == b"v" and again.size_limit == 2**30
+
+
 def test_resume_starts_the_loader_at_the_step_with_the_same_batches():
     ds = Files()
     plan = BatchPlan(torch.arange(len(ds)), batch_size=4, seed=1)
