@@ -237,7 +237,9 @@ def _panel() -> tuple:
                 btns = {key: gr.Button(label, variant=variant, size="sm", visible=False, elem_id=f"job-{key}")
                         for key, label, variant, _tip in BUTTONS}
                 help_md = gr.Markdown("", elem_classes="button-help")
-        plot = gr.Plot(label="Training", elem_id="job-plot", show_label=False)
+        # Never empty: Gradio's empty-plot placeholder carries an aria-label on a plain div (axe:
+        # aria-prohibited-attr, serious), seen while a selected job's first figure was on its way.
+        plot = gr.Plot(charts.empty_figure(text.SELECT_JOB), label="Training", elem_id="job-plot", show_label=False)
         with gr.Row():
             smoothing = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Smoothing",
                                   info="Exponential moving average of the loss (0 = raw).")

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_browser import ARGS, CHROMIUM, REPO, shot
-from .test_report_paths import finished_api, pick_option, serve_api
+from .helpers import GAP_RUN, REPO, assert_gap_notes_clear, open_app, pick_option, shot
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -34,17 +33,6 @@ def axe_source() -> str:
     pytest.skip("axe-core is not installed (npm install --prefix .node axe-core; .ci/run does this)")
 
 
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
 def serious(page, axe: str) -> list[str]:
     """Serious and critical WCAG 2.1 AA violations (and skipped heading levels) on the page now."""
     if not page.evaluate("() => typeof window.axe !== 'undefined'"):
@@ -63,70 +51,69 @@ def serious(page, axe: str) -> list[str]:
     return out
 
 
-def test_no_serious_axe_violation_on_any_tab_and_focus_stays(browser):
+def test_no_serious_axe_violation_on_any_tab_and_focus_stays(page, finished_server):
     from playwright.sync_api import expect
 
     axe = axe_source()
-    api, _ids = finished_api()
-    with serve_api(api) as url:
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(url)
-        expect(page.locator("#preflight")).to_contain_text("Ready", timeout=60_000)
-        found = {}
-        for tab, ready in TABS:
-            page.get_by_role("tab", name=tab).click()
-            expect(page.locator(ready).first).to_be_visible(timeout=60_000)
-            time.sleep(1.0)
-            found[tab] = serious(page, axe)
-        page.get_by_role("tab", name="New run").click()
-        page.get_by_text("Advanced settings").click()
-        expect(page.locator("#f-seed")).to_be_visible(timeout=20_000)
-        found["New run, advanced"] = serious(page, axe)
-        assert found == {k: [] for k in found}, found
+    open_app(page, finished_server.url)
+    found = {}
+    for tab, ready in TABS:
+        page.get_by_role("tab", name=tab).click()
+        expect(page.locator(ready).first).to_be_visible(timeout=60_000)
+        time.sleep(1.0)
+        found[tab] = serious(page, axe)
+    page.get_by_role("tab", name="New run").click()
+    page.get_by_text("Advanced settings").click()
+    expect(page.locator("#f-seed")).to_be_visible(timeout=20_000)
+    found["New run, advanced"] = serious(page, axe)
+    assert found == {k: [] for k in found}, found
 
-        # Leaving the target field after choosing a dataset keeps keyboard focus (the controls list is
-        # redrawn by the server meanwhile), and the focus ring is visible.
-        pick_option(page, "f-data-target", "Shape")
-        expect(page.locator("#f-data-controls")).not_to_contain_text("Shape", timeout=30_000)
-        page.locator("#f-data-target input").first.focus()
-        page.keyboard.press("Tab")
-        time.sleep(2.0)  # the live check and the role update have redrawn parts of the form by now
-        tag = page.evaluate("() => document.activeElement && document.activeElement.tagName")
-        assert tag not in (None, "BODY"), tag
-        outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
-        assert outline not in ("none", ""), outline
+    # Leaving the target field after choosing a dataset keeps keyboard focus (the controls list is
+    # redrawn by the server meanwhile), and the focus ring is visible.
+    pick_option(page, "f-data-target", "Shape")
+    expect(page.locator("#f-data-controls")).not_to_contain_text("Shape", timeout=30_000)
+    page.locator("#f-data-target input").first.focus()
+    page.keyboard.press("Tab")
+    time.sleep(2.0)  # the live check and the role update have redrawn parts of the form by now
+    tag = page.evaluate("() => document.activeElement && document.activeElement.tagName")
+    assert tag not in (None, "BODY"), tag
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), outline
 
 
-def test_phone_report_and_new_run(browser):
+def test_phone_report_and_new_run(browser, finished_server):
     """390 px: headline and cards come first and fit, charts are not wider than the screen, the table's
     first column stays put, and Start is reachable without opening (or scrolling past) advanced fields."""
     from playwright.sync_api import expect
 
-    api, ids = finished_api()
-    with serve_api(api) as url:
-        page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-        page.goto(url)
-        expect(page.locator("#preflight")).to_contain_text("Ready", timeout=60_000)
-        start = page.locator("#start").bounding_box()
-        assert start is not None and start["y"] < 3 * 844, start  # the basic form only, advanced folded away
-        assert not page.locator("#f-method-params-alpha input").first.is_visible()  # method internals folded
-        shot(page, "phone-new-run")
+    url, ids = finished_server.url, finished_server.ids
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    open_app(page, url)
+    start = page.locator("#start").bounding_box()
+    assert start is not None and start["y"] < 3 * 844, start  # the basic form only, advanced folded away
+    assert not page.locator("#f-method-params-alpha input").first.is_visible()  # method internals folded
+    shot(page, "phone-new-run")
 
-        page.goto(f"{url}?run={ids['Quick demo']}")
-        expect(page.locator("#report-headline")).to_contain_text("Fine-tuning on", timeout=60_000)
-        expect(page.locator("#report-delta .main-svg").first).to_be_visible(timeout=60_000)
-        boxes = {sel: page.locator(sel).first.bounding_box() for sel in
-                 ("#report-headline", "#report-cards", "#report-dumbbell", "#report-delta", "#report-table")}
-        assert boxes["#report-headline"]["y"] < boxes["#report-cards"]["y"] < boxes["#report-dumbbell"]["y"]
-        assert boxes["#report-cards"]["y"] < 844 * 1.5  # the story is read before any chart
-        for sel, box in boxes.items():
-            assert box["x"] >= 0 and box["x"] + box["width"] <= 390 + 1, (sel, box)  # nothing wider than the screen
-        assert not page.locator("#report-dumbbell .modebar-container").first.is_visible()  # no toolbar over titles
-        # the table scrolls sideways with the dataset column pinned
-        first = page.locator("#report-table td").first
-        x0 = first.bounding_box()["x"]
-        page.locator("#report-table .table-wrap, #report-table [role=grid]").first.evaluate(
-            "el => { el.scrollLeft = 400; }")
-        time.sleep(0.5)
-        assert abs(first.bounding_box()["x"] - x0) < 2
-        shot(page, "phone-report")
+    page.goto(f"{url}?run={ids['Quick demo']}")
+    expect(page.locator("#report-headline")).to_contain_text("Fine-tuning on", timeout=60_000)
+    expect(page.locator("#report-delta .main-svg").first).to_be_visible(timeout=60_000)
+    boxes = {sel: page.locator(sel).first.bounding_box() for sel in
+             ("#report-headline", "#report-cards", "#report-dumbbell", "#report-delta", "#report-table")}
+    assert boxes["#report-headline"]["y"] < boxes["#report-cards"]["y"] < boxes["#report-dumbbell"]["y"]
+    assert boxes["#report-cards"]["y"] < 844 * 1.5  # the story is read before any chart
+    for sel, box in boxes.items():
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390 + 1, (sel, box)  # nothing wider than the screen
+    assert not page.locator("#report-dumbbell .modebar-container").first.is_visible()  # no toolbar over titles
+    # the table scrolls sideways with the dataset column pinned
+    first = page.locator("#report-table td").first
+    x0 = first.bounding_box()["x"]
+    page.locator("#report-table .table-wrap, #report-table [role=grid]").first.evaluate(
+        "el => { el.scrollLeft = 400; }")
+    time.sleep(0.5)
+    assert abs(first.bounding_box()["x"] - x0) < 2
+    shot(page, "phone-report")
+
+    # a target with no measurable zero-shot accuracy: the charts' notes fit a phone too
+    page.goto(f"{url}?run={ids[GAP_RUN]}")
+    expect(page.locator("#report-run")).to_contain_text(GAP_RUN, timeout=60_000)
+    assert_gap_notes_clear(page)

@@ -5,55 +5,19 @@ LDIFS_UPDATE_SCREENSHOTS=1, in docs/screenshots/ for the README).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.app.conftest import serve
 
+from .helpers import REPO, open_app, pick_option, set_number, shot
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts" / "e2e"
-DOC_SHOTS = REPO / "docs" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 BUILTIN = REPO / "ldifs_engine" / "assets" / "concept-clip-tiny.safetensors"
 # How long one run may take: the README's screenshots use the full preset (minutes on a busy CPU).
 RUN_MS = 1_800_000 if os.environ.get("LDIFS_SCREENSHOT_FULL") == "1" else 300_000
-
-
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    if os.environ.get("LDIFS_UPDATE_SCREENSHOTS") == "1":
-        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, DOC_SHOTS / path.name)
-
-
-def pick(page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").first.click()
-    page.get_by_role("option", name=option, exact=False).first.click()
-
-
-def set_number(page, elem_id: str, value: str) -> None:
-    box = page.locator(f"#{elem_id} input").first
-    box.fill(value)
-    box.blur()
 
 
 def _class_folder_zip(tmp_path: Path) -> Path:
@@ -86,10 +50,10 @@ def test_queue_watch_and_read_the_report(fast_env, browser, tmp_path):
         shot(page, "new-run")
 
         # CE vs LDIFS queues two runs; shrink them so a 2-core box finishes in about a minute.
-        pick(page, "preset", "Compare CE vs LDIFS")
+        pick_option(page, "preset", "Compare CE vs LDIFS")
         expect(page.locator("#preset-note")).to_contain_text("Queues 2 runs", timeout=20_000)
         if not BUILTIN.exists():
-            pick(page, "f-backbone", "Tiny ViT (random init, tests)")
+            pick_option(page, "f-backbone", "Tiny ViT (random init, tests)")
         if os.environ.get("LDIFS_SCREENSHOT_FULL") != "1":  # the README's screenshots use the full preset
             set_number(page, "f-optim-steps", "3")
             page.get_by_text("Advanced settings").click()
@@ -157,20 +121,19 @@ def test_queue_watch_and_read_the_report(fast_env, browser, tmp_path):
         assert not errors, errors
 
 
-def test_a_dataset_takes_one_role_in_the_form(fast_env, browser):
-    """Picking a control as the target, or adding it to the sequence, takes it out of the controls."""
+def test_a_dataset_takes_one_role_in_the_form(browser, finished_server):
+    """Picking a control as the target, or adding it to the sequence, takes it out of the controls
+    (app logic over the dataset list: the shared server on the fake API is enough)."""
     from playwright.sync_api import expect
 
-    with serve(poll_s=0.5) as url:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        expect(page.locator("#preflight")).to_contain_text("Ready", timeout=30_000)
-        controls = page.locator("#f-data-controls")
-        expect(controls).to_contain_text("Shape")
-        pick(page, "f-data-target", "Shape")
-        expect(controls).not_to_contain_text("Shape", timeout=10_000)
-        expect(controls).to_contain_text("Colour")
-        page.get_by_text("Advanced settings").click()
-        pick(page, "f-data-sequence", "Colour")
-        expect(controls).not_to_contain_text("Colour", timeout=10_000)
-        expect(page.locator("#f-data-sequence")).to_contain_text("Colour")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    open_app(page, finished_server.url)
+    controls = page.locator("#f-data-controls")
+    expect(controls).to_contain_text("Shape")
+    pick_option(page, "f-data-target", "Shape")
+    expect(controls).not_to_contain_text("Shape", timeout=10_000)
+    expect(controls).to_contain_text("Colour")
+    page.get_by_text("Advanced settings").click()
+    pick_option(page, "f-data-sequence", "Colour")
+    expect(controls).not_to_contain_text("Colour", timeout=10_000)
+    expect(page.locator("#f-data-sequence")).to_contain_text("Colour")
