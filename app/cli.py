@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see l
 REGISTRARS = (
     ("tasks.cli_jobs", "submit, jobs, status, cancel, resume, logs, worker"),
     ("tasks.cli_datasets", "dataset import / list / show"),
-    ("ldifs_engine.__main__", "train, eval, backbones, methods, datasets, demo, pretrain-demo, merge, card, push"),
+    ("ldifs_engine.__main__", "train, budget, eval, backbones, methods, datasets, demo, pretrain-demo, merge, card, push"),
 )
 
 

@@ -1,4 +1,4 @@
-"""Engine commands: ``python -m ldifs_engine run|train|eval|backbones|methods|datasets|demo|pretrain-demo``.
+"""Engine commands: ``python -m ldifs_engine run|train|budget|eval|backbones|methods|datasets|demo|pretrain-demo``.
 
 ``run`` is what the job worker's child process executes; the others are also reachable through the
 ``ldifs`` console script. Errors print one readable line and exit non-zero (``cli.py``; codes in docs/CONTRACTS.md).
@@ -61,9 +61,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     args.workdir = args.out
     args.print_summary = True
-    if _load_spec(args.spec).seeds:
+    spec = _load_spec(args.spec)
+    if spec.budget is not None:  # a forgetting budget is a search: the same as `ldifs budget`
+        return cmd_budget(args)
+    if spec.seeds:
         return train_repeats(args)
     return cmd_run(args)
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    """A forgetting-budget search: trials in OUT/trial_NN/, the answer in OUT/budget.json."""
+    from .errors import SpecError
+
+    spec = _load_spec(args.spec)
+    if spec.budget is None:
+        raise SpecError("budget: this spec has no budget block; add e.g. `budget: {max_forgetting_points: 2}`")
+    from .budget_run import run_budget
+    from .stopping import StopFlag
+
+    with StopFlag(Path(args.out)).installed() as stop:  # SIGINT / OUT/STOP: the running trial checkpoints
+        doc = run_budget(spec, args.out, data_root=args.data_root, download=args.download, should_stop=stop)
+    print(doc["sentence"])
+    print(f"{doc['n_finetunes']} fine-tunes ({doc['n_early_stopped']} stopped early) in {doc['wall_s']:.0f} s; a full "
+          f"grid at the same resolution: {doc['full_grid_finetunes']}. Every candidate: {Path(args.out) / 'budget.json'}")
+    return 0
 
 
 def train_repeats(args: argparse.Namespace) -> int:
@@ -202,6 +223,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--download", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("budget", help="find the setting that learns the most within a forgetting budget "
+                       "(the spec's budget block); trials in OUT/trial_NN/, the answer in OUT/budget.json")
+    p.add_argument("spec")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--download", action="store_true")
+    p.set_defaults(func=cmd_budget)
 
     p = sub.add_parser("eval", help="zero-shot / linear-probe accuracy of a backbone or a checkpoint")
     p.add_argument("--backbone", default="concept-clip-tiny")

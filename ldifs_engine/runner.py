@@ -347,7 +347,8 @@ class TaskRecipe:
                           spec_hash=spec.spec_hash(), should_stop=self.should_stop,
                           on_curve=self.curve_point if spec.eval.curve_points else None,
                           fault_hook=self.opts.fault_hook, accepted_hashes=spec.accepted_hashes(),
-                          loader=loader_settings(self.device, spec.data.num_workers))
+                          loader=loader_settings(self.device, spec.data.num_workers),
+                          should_end=self._over_budget if spec.budget is not None else None)
         self.trained: TrainResult = trainer.fit(resume=self.opts.resume)
         self.method.after_training(self.st)  # e.g. adapters folded in: everything after sees a plain model
 
@@ -368,7 +369,19 @@ class TaskRecipe:
         if step == 0:
             return {"target": self.data.target.key, "target_head_acc": self.target_head_before,
                     "zs_acc": {k: m["zs_acc"] for k, m in self.before.items()}}
-        return self.measure()
+        self._last_point = self.measure()
+        return self._last_point
+
+    def _over_budget(self) -> str | None:
+        """A budget trial that already forgets clearly more than its budget ends training here (budget.py)."""
+        from .budget import deltas_now, early_stop_reason
+
+        point = getattr(self, "_last_point", None)
+        if point is None:
+            return None
+        mean, worst = deltas_now({k: m["zs_acc"] for k, m in self.before.items()}, point["zs_acc"],
+                                 [es.key for es in self.data.controls])
+        return early_stop_reason(self.spec.budget, mean, worst)
 
     # ---- scoring the weights as they are now (curves, after, WiSE-FT) ---------------------------
     def measure(self) -> dict:
@@ -458,7 +471,9 @@ class TaskRecipe:
         """θ_a = (1 − a)·θ_0 + a·θ_ft for every weight (head included), measured per alpha."""
         alphas = self.spec.eval.wise_ft_alphas
         self.wise = None
-        if alphas:
+        if alphas and self.trained.stopped_early:
+            self.sink.log("WiSE-FT skipped: training ended early (over the forgetting budget)")
+        elif alphas:
             self.sink.emit("phase", phase="wise_ft", message=f"WiSE-FT sweep over {len(alphas)} alphas")
             self.wise = self._wise_ft_sweep(alphas)
 
@@ -467,7 +482,8 @@ class TaskRecipe:
         model, head, target = self.model, self.st.head, self.data.target.key
         ft_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         ft_head = copy.deepcopy(head) if head is not None else None
-        out: dict = {"alphas": list(alphas), "target_head_acc": [], "mean_delta_zs_controls": [], "target_zs_acc": []}
+        out: dict = {"alphas": list(alphas), "target_head_acc": [], "mean_delta_zs_controls": [], "target_zs_acc": [],
+                     "worst_delta_zs_control": []}
         try:
             for n_done, a in enumerate(alphas):
                 model.load_state_dict(interpolate(self.initial_state, ft_state, a))
@@ -480,6 +496,7 @@ class TaskRecipe:
                 deltas = [point["zs_acc"][es.key] - self.before[es.key]["zs_acc"] for es in self.data.controls
                           if point["zs_acc"][es.key] is not None and self.before[es.key]["zs_acc"] is not None]
                 out["mean_delta_zs_controls"].append(sum(deltas) / len(deltas) if deltas else None)
+                out["worst_delta_zs_control"].append(min(deltas) if deltas else None)
                 self.sink.emit("progress", phase="wise_ft", done=n_done + 1, total=len(alphas))
         finally:
             model.load_state_dict(ft_state)
@@ -530,7 +547,7 @@ class TaskRecipe:
             "training": {"steps": tr.steps, "batch_size": spec.optim.batch_size, "micro_batch": tr.micro_batch,
                          "accum": tr.accum, "backoffs": tr.backoffs, "final_loss": tr.final_loss,
                          "resumed_from": tr.resumed_from, "device": str(self.device), "precision": self.precision,
-                         "n_train": len(self.data.train_idx)},
+                         "n_train": len(self.data.train_idx), "stopped_early": tr.stopped_early},
             "timing": {"total_s": time.perf_counter() - self.t_all, "train_s": tr.seconds, "eval_s": self.eval_s,
                        "started_at": self.started,
                        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},

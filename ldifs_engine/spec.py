@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .budget import BudgetSpec
 from .errors import SpecError
 from .fields import drop_later_defaults, field_help, param  # noqa: F401 — field_help: the app reads it from here
 from .specio import parse_spec_text, quote
@@ -91,6 +92,7 @@ class RunSpec:
                                 "overrides seed. Empty = one run.", min=0, max=2**31 - 1, max_items=MAX_SEEDS,
                                 added_later=True)
     name: str = _f("", "A title for the run (free text, shown as text).", max_len=120)
+    budget: BudgetSpec | None = None  # a forgetting budget: search the method's strength (ldifs_engine/budget.py)
 
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +100,8 @@ class RunSpec:
         out = dataclasses.asdict(self)
         if not out["seeds"]:  # a single run's dict (and so its spec hash) is what it was before repeats existed
             del out["seeds"]
+        if out["budget"] is None:  # likewise for a run without a forgetting budget
+            del out["budget"]
         out["method"]["params"] = dataclasses.asdict(self.method.params) if self.method.params is not None else {}
         return _listify(out)
 
@@ -205,6 +209,8 @@ def _build(cls: type, d: Any, prefix: str, problems: list[str]) -> Any:
         if name not in d:
             continue
         sub = _SUBSPECS.get((cls, name))
+        if sub is not None and d[name] is None and name in _OPTIONAL_SUBSPECS:
+            continue
         if sub is not None:
             built = _build(sub, d[name], path + ".", problems)
             if built is not None:
@@ -411,6 +417,9 @@ def _cross_checks(spec: RunSpec) -> list[str]:
 
     if spec.method.name in METHODS and spec.method.params is not None:
         p.extend(METHODS.get(spec.method.name).check(spec))
+        from .budget import check as budget_check
+
+        p.extend(budget_check(spec))
     return p
 
 
@@ -419,5 +428,7 @@ _SUBSPECS = {
     (RunSpec, "method"): MethodSpec,
     (RunSpec, "optim"): OptimSpec,
     (RunSpec, "eval"): EvalSpec,
+    (RunSpec, "budget"): BudgetSpec,
 }
+_OPTIONAL_SUBSPECS = ("budget",)  # null = absent
 

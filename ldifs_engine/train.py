@@ -64,6 +64,7 @@ class TrainResult:
     curves: dict = field(default_factory=dict)
     seconds: float = 0.0
     resumed_from: int | None = None
+    stopped_early: dict | None = None  # {"step", "reason"} when ``should_end`` ended training before the last step
 
 
 IN_PROCESS = {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
@@ -80,12 +81,13 @@ class Trainer:
                  ckpt_root: Path | None, spec_hash: str, should_stop: Callable[[], bool] = lambda: False,
                  on_curve: Callable[[int], dict] | None = None,
                  fault_hook: Callable[[int, int], None] | None = None, accepted_hashes: tuple[str, ...] = (),
-                 loader: dict | None = None):
+                 loader: dict | None = None, should_end: Callable[[], str | None] | None = None):
         self.method, self.st, self.cfg = method, st, cfg
         self.images = train_set if isinstance(train_set, TrainImages) else TrainImages(train_set)
         self.train_set, self.train_idx, self.pre = self.images.ds, train_idx, pre
         self.plan = BatchPlan(train_idx, cfg.batch_size, cfg.seed)
         self.loader = dict(loader) if loader is not None else dict(IN_PROCESS)
+        self.should_end = should_end  # asked after each curve point: a reason ends training there (no stop request)
         self.device, self.sink, self.ckpt_root, self.spec_hash = device, sink, ckpt_root, spec_hash
         self.should_stop, self.on_curve, self.fault_hook = should_stop, on_curve, fault_hook
         self.accepted_hashes = (spec_hash, *accepted_hashes)  # resume also from these (RunSpec.accepted_hashes)
@@ -246,6 +248,7 @@ class Trainer:
         t_start = time.perf_counter()
         last_loss = None
         batches = iter(step_loader(self.batches(), self.loader))
+        stopped_early = None
         while self.step < self.cfg.total_steps:
             if self.should_stop():
                 path = self.save()
@@ -266,6 +269,11 @@ class Trainer:
                            micro_batch=self.micro, accum=math.ceil(self.cfg.batch_size / self.micro))
             if self.step in self.cfg.curve_steps and self.on_curve is not None:
                 self._record_curve(self.step)
+                why = self.should_end() if self.should_end is not None and self.step < self.cfg.total_steps else None
+                if why:
+                    stopped_early = {"step": self.step, "reason": why}
+                    self.sink.log(f"training ended early at step {self.step}: {why}")
+                    break
                 self.st.model.train()
                 if self.st.head is not None:
                     self.st.head.train()
@@ -276,7 +284,8 @@ class Trainer:
             self.st.head.eval()
         return TrainResult(steps=self.step, micro_batch=self.micro, accum=math.ceil(self.cfg.batch_size / self.micro),
                            backoffs=self.backoffs, final_loss=last_loss, curves=self.curves,
-                           seconds=time.perf_counter() - t_start, resumed_from=resumed_from)
+                           seconds=time.perf_counter() - t_start, resumed_from=resumed_from,
+                           stopped_early=stopped_early)
 
     def _record_curve(self, step: int) -> None:
         point = self.on_curve(step) if self.on_curve else {}

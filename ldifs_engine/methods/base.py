@@ -74,6 +74,9 @@ class Method:
     needs_reference: ClassVar[bool] = False  # ``st.reference``: a frozen copy of the image tower
     needs_anchor: ClassVar[bool] = False  # ``st.anchor``: the image tower's starting weights
     needs_caption_tokens: ClassVar[bool] = False  # ``st.extras["caption_tokens"]``: every class × template
+    # a forgetting budget (budget.py) searches this parameter (larger = forgets less) over this default range
+    budget_param: ClassVar[str | None] = None
+    budget_range: ClassVar[tuple[float, float]] = (1.0, 1000.0)
 
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()

@@ -28,6 +28,7 @@ class L2SP(CEFamily):
     title = "L2-SP (weight anchor)"
     description = "Cross-entropy + a·Σ‖w − w0‖²: keeps the image tower's weights near the pre-trained ones."
     Params = L2SPParams
+    budget_param, budget_range = "strength", (1e-3, 1.0)
     needs_anchor = True
 
     def regularizer(self, st, images, emb, taps):

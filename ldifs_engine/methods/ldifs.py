@@ -63,6 +63,7 @@ class LDIFS(CEFamily):
                    "tower's intermediate features on the training batch. Preserves what the model knew.")
     Params = LDIFSParams
     needs_reference = True
+    budget_param, budget_range = "alpha", (1.0, 1000.0)
 
     def __init__(self, params=None):
         super().__init__(params)
