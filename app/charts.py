@@ -720,3 +720,85 @@ finished {html_escape(timing.get('finished_at', '?'))} · spec {html_escape(str(
 <h2>All numbers</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <h2>What the numbers mean</h2><dl>{gloss}</dl>
 </body></html>"""
+
+
+# ---- forgetting budget ---------------------------------------------------------------------------------
+def budget_points(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The candidates of a budget document as chart points: x = gain on the target (points; accuracy when
+    the starting accuracy is unknown), y = change on the controls by the budget's metric (points)."""
+    before = _num(doc.get("target_acc_before"))
+    out = []
+    for c in doc.get("candidates") or []:
+        acc, f = _num(c.get("target_acc")), _num(c.get("forgetting_points"))
+        if acc is None or f is None:
+            continue
+        out.append({"x": (acc - before) * 100 if before is not None else acc * 100, "y": -f, "c": c})
+    return out
+
+
+def budget_chart(doc: Mapping[str, Any], words: Any) -> go.Figure:
+    """Every candidate of a forgetting-budget search on the gain-vs-forgetting plane, the budget as a line,
+    the Pareto front of the full-length candidates, the recommendation as a star. ``words(candidate)`` names
+    a candidate for its hover."""
+    pts = budget_points(doc)
+    if not pts:
+        return empty_figure("No trial of this search has finished yet.")
+    limit = -float(doc["max_forgetting_points"])
+    rec = doc.get("recommended")
+    kinds = (("Fine-tuned", lambda c: c["wise_ft_alpha"] is None and not c.get("early_stopped"), "circle", True),
+             ("Mixed with the original (WiSE-FT)", lambda c: c["wise_ft_alpha"] is not None, "circle-open", True),
+             ("Stopped early (over budget)", lambda c: bool(c.get("early_stopped")) and c["wise_ft_alpha"] is None,
+              "x", False))
+    fig = go.Figure()
+    for name, keep, symbol, _ in kinds:
+        sel = [p for p in pts if keep(p["c"])]
+        if not sel:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[p["x"] for p in sel], y=[p["y"] for p in sel], mode="markers", name=name,
+            marker=dict(size=11, symbol=symbol, color=["#2a9d8f" if p["c"].get("within_budget") else "#e76f51"
+                                                         for p in sel], line=dict(width=2, color="#555")),
+            customdata=[[html_escape(words(p["c"]))] for p in sel],
+            hovertemplate="<b>%{customdata[0]}</b><br>gain %{x:+.1f} points<br>control change %{y:+.1f} points"
+                          "<extra></extra>"))
+    full = [p for p in pts if not p["c"].get("early_stopped")]
+    front = pareto_front([(p["x"], p["y"]) for p in full])
+    if len(front) > 1:
+        fig.add_trace(go.Scatter(x=[full[i]["x"] for i in front], y=[full[i]["y"] for i in front], mode="lines",
+                                 name="Pareto front", line=dict(color="#333", dash="dash", width=2), hoverinfo="skip"))
+    if rec is not None:
+        r = next((p for p in pts if p["c"] == rec), None)
+        if r is not None:
+            fig.add_trace(go.Scatter(x=[r["x"]], y=[r["y"]], mode="markers", name="Recommended",
+                                     marker=dict(size=22, symbol="star", color="#f4a261", line=dict(width=1.5, color="#333")),
+                                     hovertemplate="<b>Recommended</b><extra></extra>"))
+    fig.add_hline(y=limit, line_color="#c0392b", line_dash="dot", line_width=2,
+                  annotation_text=f"budget: {limit:+g} points", annotation_position="bottom left")
+    fig.add_hline(y=0, line_color="#888", line_width=1)
+    xs, ys = [p["x"] for p in pts], [p["y"] for p in pts] + [limit, 0.0]
+    gain = doc.get("target_acc_before") is not None
+    fig.update_xaxes(title_text="Gain on the target (points)" if gain else "Accuracy on the target (%)",
+                     range=_padded(xs, 0.15, 5.0), automargin=True)
+    fig.update_yaxes(title_text="Change on controls (points)" if doc.get("metric") == "mean_zs_controls"
+                     else "Change on the worst control (points)", range=_padded(ys, 0.2, 2.0), automargin=True)
+    return _layout(fig, "Every candidate: gain vs forgetting, with the budget", 460,
+                   margin=dict(l=60, r=30, t=70, b=90))
+
+
+BUDGET_COLUMNS = ["Setting", "Accuracy on the target", "Forgetting (points)", "Within budget", "Note", "Run"]
+
+
+def budget_table(doc: Mapping[str, Any], words: Any) -> list[list[str]]:
+    """One row per candidate, the recommendation first, then by accuracy on the target."""
+    rec = doc.get("recommended")
+    rows = []
+    cands = sorted(doc.get("candidates") or [], key=lambda c: (c != rec, -(_num(c.get("target_acc")) or -1.0)))
+    for c in cands:
+        acc, f = _num(c.get("target_acc")), _num(c.get("forgetting_points"))
+        ci = c.get("target_acc_ci")
+        acc_s = "—" if acc is None else f"{acc * 100:.1f} %" + (
+            f" [{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]" if isinstance(ci, list) and len(ci) == 2 else "")
+        note = "recommended" if c == rec else "stopped early" if c.get("early_stopped") else ""
+        rows.append([words(c), acc_s, "not measurable" if f is None else f"{f:.1f}",
+                     "yes" if c.get("within_budget") else "no", note, str(c.get("run", ""))[:12]])
+    return rows

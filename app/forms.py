@@ -20,7 +20,8 @@ import yaml
 
 from ldifs_engine.errors import SpecError
 from ldifs_engine.presets import PRESETS
-from ldifs_engine.spec import DataSpec, EvalSpec, MethodSpec, OptimSpec, RunSpec, field_help, parse_spec_text
+from ldifs_engine.spec import (BudgetSpec, DataSpec, EvalSpec, MethodSpec, OptimSpec, RunSpec, field_help,
+                               parse_spec_text)
 
 from . import text
 
@@ -32,7 +33,9 @@ BASIC = ("name", "backbone", "data.target", "data.controls", "method.name", "opt
 CATALOG_KINDS = {"backbone": "backbone", "data.target": "dataset", "data.controls": "datasets",
                  "data.sequence": "datasets", "method.name": "method"}
 _SECTIONS: tuple[tuple[str, type], ...] = (("", RunSpec), ("data", DataSpec), ("method", MethodSpec),
-                                           ("optim", OptimSpec), ("eval", EvalSpec))
+                                           ("optim", OptimSpec), ("eval", EvalSpec), ("budget", BudgetSpec))
+# The budget block is optional: this form-only switch says whether the spec gets one (``form_to_spec``).
+BUDGET_SWITCH = "budget.enabled"
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ def spec_fields() -> list[FieldDef]:
     for section, cls in _SECTIONS:
         for name, meta in field_help(cls).items():
             out.append(_field(f"{section}.{name}" if section else name, meta, section))
+    out.append(FieldDef(path=BUDGET_SWITCH, kind="bool", default=False, label=text.label_for(BUDGET_SWITCH),
+                        info=text.INFO_OVERRIDES[BUDGET_SWITCH], section="budget"))
     rank = {p: i for i, p in enumerate(BASIC)}
     return sorted(out, key=lambda f: (not f.basic, rank.get(f.path, 0)))
 
@@ -184,12 +189,22 @@ def form_to_spec(fields: Sequence[FieldDef], values: Sequence[Any], param_fields
         if v is not None or f.optional:
             params[f.path.rsplit(".", 1)[-1]] = v
     spec.setdefault("method", {})["params"] = params
+    budget = spec.get("budget")
+    if isinstance(budget, dict) and not budget.pop("enabled", True):
+        del spec["budget"]  # the switch is off: a plain run
     return spec, problems
+
+
+def budget_on(spec: Mapping[str, Any]) -> bool:
+    """Whether a spec dict asks for a forgetting-budget search (the form's switch, else a budget block)."""
+    b = spec.get("budget")
+    return isinstance(b, Mapping) and bool(b.get("enabled", True))
 
 
 def spec_to_form(fields: Sequence[FieldDef], spec: Mapping[str, Any]) -> list[Any]:
     """A spec dict → widget values in ``fields`` order (missing fields take their defaults)."""
-    return [to_widget(f, _get(spec, f.path, f.default)) for f in fields]
+    return [budget_on(spec) if f.path == BUDGET_SWITCH else to_widget(f, _get(spec, f.path, f.default))
+            for f in fields]
 
 
 def params_to_form(param_fields: Sequence[FieldDef], params: Mapping[str, Any] | None) -> list[Any]:
@@ -232,8 +247,10 @@ def cli_command(spec: Mapping[str, Any], filename: str = "spec.yaml") -> str:
     """A shell snippet that reproduces the run headless: write the YAML, then train or submit it."""
     name = shlex.quote(filename)
     body = spec_yaml(spec).rstrip("\n")
-    return (f"cat > {name} <<'LDIFS_SPEC'\n{body}\nLDIFS_SPEC\n\n"
-            f"# run it here, in the foreground (results in runs/my-run):\nldifs train {name} --out runs/my-run\n"
+    here = (f"# search here, in the foreground (trials and budget.json in runs/my-budget):\n"
+            f"ldifs budget {name} --out runs/my-budget\n" if budget_on(spec) else
+            f"# run it here, in the foreground (results in runs/my-run):\nldifs train {name} --out runs/my-run\n")
+    return (f"cat > {name} <<'LDIFS_SPEC'\n{body}\nLDIFS_SPEC\n\n{here}"
             f"# …or queue it on the server this app uses:\nldifs submit {name}\n")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import text
 from .text import GLOSSARY, _ok, html_escape, md_escape, pct, points
 
 SMALL_TEST = 200  # fewer test images than this: a few images more or less move the accuracy visibly
@@ -365,4 +366,28 @@ def group_line(aggregate: Mapping[str, Any] | None, n: int) -> str:
 
 __all__: Sequence[str] = ("headline", "verdict", "stat_cards", "forgetting_summary", "target_numbers", "notes",
                           "small_test_splits", "kept_share", "reference_sentence", "difference_sentence", "group_line",
-                          "ci")
+                          "ci", "budget_answer")
+
+
+def budget_answer(search: Mapping[str, Any]) -> str:
+    """The forgetting-budget answer as Markdown: the sentence, how far the search got, what it cost."""
+    doc = search.get("document") or {}
+    trials = search.get("trials") or []
+    running = sum(t.get("state") in ("QUEUED", "RUNNING", "INTERRUPTED") for t in trials)
+    lines = [f"**{text.md_escape(doc.get('sentence', ''))}**"]
+    status = ("Search finished" if search.get("complete") else
+              f"Search still running ({running} trial{'s' if running != 1 else ''} waiting or running); the answer "
+              "so far")
+    n = doc.get("n_finetunes", 0)
+    lines.append(f"{status}: {n} fine-tune{'s' if n != 1 else ''} ({doc.get('n_early_stopped', 0)} stopped early), "
+                 f"where a full grid at the same resolution takes {doc.get('full_grid_finetunes', '?')}.")
+    rec = doc.get("recommended")
+    if rec is not None and rec.get("target_acc_ci"):
+        lo, hi = rec["target_acc_ci"]
+        ci = rec.get("mean_delta_zs_controls_ci")
+        extra = (f"; mean control change {rec['mean_delta_zs_controls'] * 100:+.1f} "
+                 f"[{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}] points" if ci and rec.get("mean_delta_zs_controls")
+                 is not None else "")
+        lines.append(f"Accuracy on the target {rec['target_acc'] * 100:.1f} % [{lo * 100:.1f}, {hi * 100:.1f}]"
+                     f"{extra} (95 % intervals).")
+    return "  \n".join(lines)

@@ -108,6 +108,17 @@ LABELS: dict[str, str] = {
     "eval.wise_ft_alphas": "WiSE-FT mixing ratios",
     "eval.lp_max_train": "Max linear-probe training images",
     "priority": "Queue priority",
+    "budget.enabled": "Find the best setting for a forgetting budget",
+    "budget.max_forgetting_points": "Largest acceptable forgetting (points)",
+    "budget.metric": "Forgetting measured as",
+    "budget.search": "Setting to search",
+    "budget.low": "Weakest setting tried",
+    "budget.high": "Strongest setting tried",
+    "budget.grid_points": "First-pass values",
+    "budget.refine_steps": "Refinements at the boundary",
+    "budget.plain": "Also try plain fine-tuning",
+    "budget.max_trials": "At most this many fine-tunes",
+    "budget.early_stop_margin_points": "Stop a trial early when over budget by (points)",
 }
 
 INFO_OVERRIDES: dict[str, str] = {
@@ -126,6 +137,10 @@ INFO_OVERRIDES: dict[str, str] = {
     "optim.epochs": "Passes over the training images. Leave 'Training length (steps)' empty to use this.",
     "eval.wise_ft_alphas": "Comma-separated numbers from 0 to 1, e.g. 0, 0.25, 0.5, 0.75, 1. Empty = off.",
     "priority": "Higher runs first among your queued jobs.",
+    "budget.enabled": "Instead of one run, try several strengths of the method (and mixes with the original "
+    "model) and recommend the one that learns the most while forgetting at most the points below.",
+    "budget.max_forgetting_points": "How much accuracy you can afford to lose on what the model already knew, in "
+    "percentage points (e.g. 2).",
 }
 
 # Method names and what they do, in plain words; the catalog's technical description is shown under
@@ -145,6 +160,10 @@ METHOD_WORDS: dict[str, tuple[str, str]] = {
 
 CHOICE_WORDS: dict[str, dict[str, str]] = {
     "method.head_init": {"zs": "class names' text prompts (zs)", "lp": "a linear probe fitted first (lp, LP-FT)"},
+    "budget.metric": {"mean_zs_controls": "average over the control datasets",
+                      "worst_zs_control": "the control dataset that lost the most"},
+    "budget.search": {"alpha": "LDIFS strength (alpha)", "strength": "L2-SP strength",
+                      "none": "none: only mix with the original model"},
     "optim.precision": {"auto": "automatic", "fp32": "full precision (fp32)", "bf16": "bfloat16 (bf16)",
                         "fp16": "half precision (fp16)"},
 }
@@ -155,6 +174,7 @@ SECTION_TITLES = {
     "optim": "Optimisation",
     "eval": "Evaluation",
     "": "Reproducibility",
+    "budget": "Forgetting budget search",
     "params": "Method settings",
 }
 
@@ -205,6 +225,9 @@ GLOSSARY: dict[str, str] = {
 }
 
 CHART_CAPTIONS = {
+    "budget": "Each marker is a setting the search tried (filled: fine-tuned; hollow: mixed with the original "
+    "model; ×: stopped early because it already forgot too much); green = within the budget, red = over. The "
+    "dotted red line is the budget, the dashed line joins the best trade-offs, the star is the recommendation.",
     "dumbbell": "Each row is a dataset: the hollow grey circle is the accuracy before fine-tuning, the filled "
     "dot after (green = better, red = worse, blue = no change); whiskers show 95 % intervals.",
     "delta": "Change in accuracy per dataset, in percentage points, from worst to best; whiskers show 95 % "
@@ -290,3 +313,14 @@ def run_facts(results: Mapping[str, Any], method_title: str = "") -> str:
     if spec.get("seed") is not None:
         parts.append(f"seed {spec['seed']}")
     return md_escape(" · ".join(p for p in parts if p))
+
+
+def budget_note(spec: Mapping[str, Any]) -> str:
+    """What starting a forgetting-budget search does, in plain words (New run's pre-flight panel)."""
+    b = spec.get("budget") or {}
+    pts = b.get("max_forgetting_points")
+    most = b.get("max_trials", 10)
+    return (f"This starts a **forgetting-budget search**: up to {most} fine-tunes of different strengths, queued "
+            f"one after the other as a group in Jobs. Each is also mixed with the original model. The Report then "
+            f"recommends the setting that learns the most while forgetting at most "
+            f"{pts if pts is not None else '?'} points.")

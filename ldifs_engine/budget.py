@@ -315,6 +315,8 @@ def budget_document(spec: Any, trials: Sequence[tuple[str, Mapping[str, Any]]], 
     (run folder or job id, results)."""
     b = spec.budget
     cands = dedupe_pretrained([c for run, res in trials for c in candidates(res, run, b)])
+    for c in cands:
+        c["setting"] = setting_words(spec.method.name, search_param(spec), c)
     rec, met = recommend(cands)
     plain = next((res for _, res in trials if _plain(res, search_param(spec))), None)
     doc = {"schema": SCHEMA, "max_forgetting_points": b.max_forgetting_points, "metric": b.metric,
@@ -322,7 +324,8 @@ def budget_document(spec: Any, trials: Sequence[tuple[str, Mapping[str, Any]]], 
            "search": search_param(spec), "method": spec.method.name, "target": spec.data.target,
            "n_finetunes": len(trials), "n_early_stopped": sum(bool((r.get("training") or {}).get("stopped_early"))
                                                                for _, r in trials),
-           "full_grid_finetunes": full_grid_size(spec), "complete": complete, "wall_s": wall_s}
+           "full_grid_finetunes": full_grid_size(spec), "complete": complete, "wall_s": wall_s,
+           "target_acc_before": next(((r.get("target_head_acc") or {}).get("before") for _, r in trials), None)}
     doc["sentence"] = sentence(doc, _title(trials, spec.data.target), plain)
     return doc
 
@@ -381,6 +384,35 @@ def sentence(doc: Mapping[str, Any], target_title: str, plain: Mapping[str, Any]
             out += (f" Plain fine-tuning reaches {pc['target_acc'] * 100:.1f} % but forgets "
                     f"{pc['forgetting_points']:.1f} points{when}.")
     return out
+
+
+def recommended_spec(search_spec: Mapping[str, Any], c: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain run spec (no budget block) of candidate ``c`` — what "Use this setting" fills in: the search's
+    spec with the candidate's method parameters, and its WiSE-FT mix in the sweep when it is a mix."""
+    import copy
+
+    d = copy.deepcopy(dict(search_spec))
+    budget = d.pop("budget", None) or {}
+    d.setdefault("method", {})["params"] = dict(c.get("params") or {})
+    a = c.get("wise_ft_alpha")
+    if a is not None:
+        d.setdefault("eval", {})["wise_ft_alphas"] = sorted({0.0, float(a), 1.0})
+    method = (d.get("method") or {}).get("name", "")
+    name = setting_words(method, _searched(method, budget), c)
+    pts = budget.get("max_forgetting_points")
+    d["name"] = (name[:1].upper() + name[1:] + (f" (best within {pts:g} points)" if pts else ""))[:120]
+    return d
+
+
+def _searched(method: str, budget: Mapping[str, Any]) -> str | None:
+    chosen = budget.get("search")
+    if chosen == "none":
+        return None
+    if chosen:
+        return chosen
+    from .methods import METHODS
+
+    return getattr(METHODS.get(method), "budget_param", None) if method in METHODS else None
 
 
 # ---- budget.json -----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .errors import SpecError
 from .fields import drop_later_defaults, field_help, param  # noqa: F401 — field_help: the app reads it from here
 from .specio import parse_spec_text, quote
 
-__all__ = ["RunSpec", "DataSpec", "MethodSpec", "OptimSpec", "EvalSpec", "field_help", "parse_spec_text", "quote",
+__all__ = ["RunSpec", "DataSpec", "MethodSpec", "OptimSpec", "EvalSpec", "BudgetSpec", "field_help", "parse_spec_text", "quote",
            "validate"]
 
 UPLOAD_KEY = re.compile(r"^upload:[0-9a-f]{32}$")

@@ -69,6 +69,7 @@ __all__ = [
     "get_job",
     "get_per_image",
     "get_results",
+    "budget_results",
     "group_results",
     "hub_token_configured",
     "import_dataset",
@@ -147,6 +148,11 @@ def submit_many(user: str, specs: Iterable[Any], *, priority: int = 0) -> list[s
     store = open_store(settings)
     rows = []
     for template in parsed:
+        if template.budget is not None:  # a forgetting budget → its first trials, in a group (tasks/budget.py)
+            from . import budget
+
+            rows += budget.start(settings, user, template, priority)
+            continue
         runs = template.expand_seeds()  # ``seeds: [0, 1, 2]`` → one job per seed, sharing a group id
         group = uuid.uuid4().hex if template.seeds else None
         for rs in runs:
@@ -163,6 +169,7 @@ def submit_many(user: str, specs: Iterable[Any], *, priority: int = 0) -> list[s
     except BaseException as e:
         for r in rows:
             shutil.rmtree(r["run_dir"], ignore_errors=True)
+        _forget_budget_groups(settings, rows)
         if not isinstance(e, LdifsError) and is_disk_full(e):  # run folder or job store: say which, and the space
             where = settings.runs_dir if isinstance(e, OSError) else settings.db_path.parent
             raise disk_full(where, "the new job" if isinstance(e, OSError) else "the job store") from None
@@ -171,6 +178,13 @@ def submit_many(user: str, specs: Iterable[Any], *, priority: int = 0) -> list[s
         task_id = queue.enqueue_run_job(user, r["id"], 0, priority=priority)
         store.set_task_id(user, r["id"], task_id)
     return [r["id"] for r in rows]
+
+
+def _forget_budget_groups(settings: Settings, rows: list[dict]) -> None:
+    from .budget import group_dir
+
+    for group in {r["group"] for r in rows if r.get("group")}:
+        shutil.rmtree(group_dir(settings, group), ignore_errors=True)
 
 
 def list_jobs(user: str, *, states: Iterable[str] | None = None, limit: int = 200) -> list[JobView]:
@@ -190,6 +204,10 @@ def cancel(user: str, job_id: str, mode: str = "stop") -> JobView:
     rec = store.record(user, job_id)
     if was_waiting:
         queue.revoke(rec["task_id"])
+        if view.group:  # a budget trial cancelled before it ran: its search goes on without it
+            from .budget import after_job
+
+            after_job(get_settings(), store, user, job_id)
     elif view.state == RUNNING:
         # The STOP file reaches the engine even when its worker is on another machine; the worker
         # follows up with one SIGINT (and SIGKILL for mode="kill").
@@ -291,6 +309,18 @@ def group_results(user: str, group: str) -> dict[str, Any]:
     finished = [j["results"] for j in jobs if j["results"] is not None]
     return {"group": group, "jobs": jobs, "n_done": len(finished), "n_total": len(jobs),
             "aggregate": aggregate_runs(finished) if finished else None}
+
+
+def budget_results(user: str, group: str) -> dict[str, Any] | None:
+    """A forgetting-budget search (a group made from a spec with ``budget:``): ``{"group", "spec" (the search
+    spec), "search" (the parameter searched), "document" (budget.json so far: recommendation, candidates each
+    with its "setting" in words, sentence), "recommended_spec" (a plain run spec of the recommendation: what
+    "Use this setting" fills in), "complete", "trials": [{"id", "state", "value", "title"}]}``; None for a
+    group that is not one."""
+    from .budget import group_budget
+
+    settings, store = _ctx()
+    return group_budget(settings, store, _user(user), group)
 
 
 def status_dict(user: str, job_id: str) -> dict[str, Any]:

@@ -73,6 +73,11 @@ def _supervising(job_id: str) -> Iterator[None]:
             _ACTIVE.discard(job_id)
 
 
+# Called as ``hook(settings, store, owner, job_id)`` after a job ended (done, failed or cancelled) and its
+# lease was released; must not raise. tasks.budget adds the one that drives forgetting-budget searches.
+ON_JOB_END: list[Callable[..., None]] = []
+
+
 # ---- run directory helpers --------------------------------------------------------------------
 def write_spec(run_dir: Path, spec: dict[str, Any]) -> Path:
     """Create ``run_dir`` (owner-only) and write ``spec.json`` atomically."""
@@ -242,6 +247,9 @@ class _Attempt:
         if follow_up is not None:
             self._requeue(follow_up[1], attempt=self.run if follow_up[0] == "now" else self.attempt,
                           delay=max(1.0, 10 * self.settings.poll_s) if follow_up[0] == "delay" else None)
+        if outcome in ("done", "failed", "cancelled"):
+            for hook in ON_JOB_END:
+                hook(self.settings, self.store, self.owner, self.job_id)
         return outcome
 
     def _requeue(self, priority: int, attempt: int | None = None, delay: float | None = None) -> None:

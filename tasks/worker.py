@@ -18,7 +18,7 @@ import time
 
 from huey.consumer import Consumer, ConsumerStopped
 
-from . import jobs, queue, reaper, servers
+from . import budget, jobs, queue, reaper, servers  # budget: drives forgetting-budget searches as jobs end
 from .db import redact
 from .settings import Settings, get_settings
 from .store import open_store
@@ -56,6 +56,7 @@ def _recover_at_start(settings: Settings) -> None:
     if recovered:
         log.warning("recovered %d job(s) whose worker had died: %s", len(recovered), ", ".join(recovered))
     reaper.recover_queue(settings)
+    budget.advance_all(settings, open_store(settings))  # a search whose worker died between two trials goes on
 
 
 def run_consumer(workers: int | None = None, *, settings: Settings | None = None) -> None:

@@ -15,7 +15,8 @@ from .common import PRIVATE, bind
 
 _PATH = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z0-9_]+)*$")
 # Shown up front, in plain words; everything else (method settings included) sits under Advanced.
-BASIC_PATHS = ("name", "backbone", "data.target", "data.controls", "method.name", "optim.steps")
+BASIC_PATHS = ("name", "backbone", "data.target", "data.controls", "method.name", "optim.steps",
+               "budget.enabled", "budget.max_forgetting_points", "budget.metric")
 
 
 # ---- choices (pure) ------------------------------------------------------------------------------
@@ -183,6 +184,7 @@ class Form:
         merged = forms.apply_overrides(base, {k: v for k, v in forms.flatten(spec).items()
                                               if not k.startswith("method.params")})
         merged["method"]["params"] = dict(forms._get(spec, "method.params", {}) or {})
+        merged["budget"]["enabled"] = forms.budget_on(spec)
         d = merged["data"]
         d["sequence"], d["controls"] = forms.separate_datasets(d["target"], d.get("sequence"), d["controls"])
         return merged
@@ -260,6 +262,11 @@ def _basic(form: Form, choices: Mapping[str, list], by_path: dict) -> gr.Markdow
         method_md = gr.Markdown(method_markdown(form.methods.get(form.field_def("method.name").default)),
                                 elem_classes="method-desc", padding=True, elem_id="method-desc")
         by_path["optim.steps"] = _widget(form.field_def("optim.steps"), choices)
+    with gr.Group(elem_id="budget-fields"):
+        by_path["budget.enabled"] = _widget(form.field_def("budget.enabled"), choices)
+        with gr.Row():
+            for p in ("budget.max_forgetting_points", "budget.metric"):
+                by_path[p] = _widget(form.field_def(p), choices)
     return method_md
 
 
@@ -282,7 +289,7 @@ def _advanced(form: Form, choices: Mapping[str, list], by_path: dict) -> tuple[l
     with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
         gr.Markdown(f"## {text.SECTION_TITLES['params']}")
         param_inputs, groups = _method_settings(form, choices)
-        for section in ("data", "method", "optim", "eval", ""):
+        for section in ("data", "method", "optim", "eval", "budget", ""):
             sec_fields = [f for f in form.fields if f.section == section and f.path not in BASIC_PATHS]
             if not sec_fields:
                 continue
@@ -358,7 +365,10 @@ def check_values(ctx: AppContext, form: Form, values: Sequence[Any], extras_sel:
     for i, extra in enumerate(specs[1:], 1):
         problems += [f"{p} (in companion run {i})" for p in ctx.api.validate_spec(extra) if p not in problems]
     warns = forms.warnings(spec, form.backbones, form.datasets)
-    return preflight_markdown(problems, warns, len(specs), form.labels), specs, problems
+    md = preflight_markdown(problems, warns, len(specs), form.labels)
+    if forms.budget_on(spec) and not problems:
+        md += "\n\n" + text.budget_note(spec)
+    return md, specs, problems
 
 
 @user_errors

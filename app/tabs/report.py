@@ -8,6 +8,7 @@ race a path that just chose a run.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,20 @@ class ReportTab:
     checkpoint_dl: gr.DownloadButton
     wanted: gr.State  # the run last asked for by a link or Jobs → Open report (server-side)
     share: Any = None  # Share on the Hub (tabs/share.py)
+    use_setting: gr.Button | None = None  # forgetting budget: open New run with the recommended setting
+
+
+def _budget_view() -> tuple[list, gr.Button]:
+    """The forgetting-budget answer (shown for a run that is a trial of a budget search)."""
+    with gr.Column(visible=False, elem_id="report-budget") as col:
+        gr.Markdown("### Forgetting budget: the best setting found")
+        answer = gr.Markdown(elem_id="budget-answer", elem_classes="headline")
+        use = gr.Button("Use this setting", variant="primary", size="sm", elem_id="budget-use")
+        plot = gr.Plot(show_label=False, elem_id="budget-chart")
+        gr.Markdown(text.CHART_CAPTIONS["budget"], elem_classes="caption")
+        table = gr.Dataframe(headers=charts.BUDGET_COLUMNS, value=[], interactive=False, wrap=True,
+                             label="Every candidate tried", elem_id="budget-table")
+    return [col, answer, plot, table], use
 
 
 def _charts() -> list:
@@ -107,6 +122,7 @@ def layout() -> ReportTab:
     empty = gr.Markdown(text.EMPTY_REPORT, elem_id="report-empty")
     with gr.Column(visible=False, elem_id="report-body") as body:
         run_title = gr.Markdown(elem_id="report-run")
+        budget_outputs, use = _budget_view()
         headline = gr.Markdown(elem_id="report-headline", elem_classes="headline")
         cards = gr.HTML(elem_id="report-cards")
         chart_outputs = _charts()
@@ -117,8 +133,8 @@ def layout() -> ReportTab:
         share_section = share.layout()
     with gr.Accordion("What do these numbers mean?", open=False, elem_id="glossary"):
         gr.Markdown(glossary_markdown())
-    outputs = [empty, body, run_title, headline, cards] + chart_outputs + [table] + dl_outputs
-    return ReportTab(picker, refresh, outputs, ckpt_btn, ckpt_dl, gr.State(""), share_section)
+    outputs = [empty, body, run_title, headline, cards] + chart_outputs + [table] + dl_outputs + budget_outputs
+    return ReportTab(picker, refresh, outputs, ckpt_btn, ckpt_dl, gr.State(""), share_section, use)
 
 
 # ---- handlers ----------------------------------------------------------------------------------------
@@ -204,7 +220,43 @@ def report_views(ctx: AppContext, user: str, job: Any, results: Mapping[str, Any
             gr.Column(visible=m is not None), m, charts.report_table(results),
             _export(ctx, request, user, job_id, "csv"), _export(ctx, request, user, job_id, "results"),
             download_url(request, user, html_path), _export(ctx, request, user, job_id, "yaml"),
-            gr.DownloadButton(visible=False)]
+            gr.DownloadButton(visible=False)] + budget_views(ctx, user, job)
+
+
+def budget_search(ctx: AppContext, user: str, job: Any) -> dict | None:
+    """The budget search this run is a trial of (``tasks.api.budget_results``), else None."""
+    group = getattr(job, "group", None)
+    if not group or "budget" not in (getattr(job, "spec", None) or {}) or not hasattr(ctx.api, "budget_results"):
+        return None
+    try:
+        return ctx.api.budget_results(user, group)
+    except Exception:  # noqa: BLE001 — the budget view is extra; the run's own report still shows
+        return None
+
+
+def budget_views(ctx: AppContext, user: str, job: Any) -> list:
+    """The budget column's outputs: hidden for an ordinary run."""
+    out = budget_search(ctx, user, job)
+    doc = (out or {}).get("document")
+    if not doc:
+        return [gr.Column(visible=False), "", None, []]
+    def words(c: Mapping[str, Any]) -> str:
+        return str(c.get("setting") or "")
+
+    return [gr.Column(visible=True), story.budget_answer(out), charts.budget_chart(doc, words),
+            charts.budget_table(doc, words)]
+
+
+@user_errors
+def use_setting(ctx: AppContext, job_id: str | None, request: gr.Request) -> tuple:
+    """"Use this setting": New run, filled with the recommended setting as a plain run."""
+    user = ctx.user(request)
+    if not job_id:
+        raise gr.Error("Select a finished run first.")
+    out = budget_search(ctx, user, ctx.api.get_job(user, job_id))
+    if not (out or {}).get("recommended_spec"):
+        raise gr.Error("This search has no recommended setting yet.")
+    return gr.Tabs(selected="new"), {"spec": out["recommended_spec"], "nonce": time.time()}
 
 
 @user_errors
@@ -287,6 +339,9 @@ def wire(ctx: AppContext, nav: Any, tab: ReportTab) -> None:
                          **PRIVATE)
     if tab.share is not None:
         share.wire(ctx, nav, tab.share, tab.picker)
+    if tab.use_setting is not None and hasattr(nav, "clone_spec"):
+        tab.use_setting.click(bind(use_setting, ctx), tab.picker, [nav.tabs, nav.clone_spec],
+                              api_name="report_use_setting", **PRIVATE)
 
 
 def wire_open(ctx: AppContext, nav: Any, tab: ReportTab, button: gr.Button, source: gr.Dropdown) -> None:

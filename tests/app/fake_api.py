@@ -160,6 +160,25 @@ class FakeApi:
         done = [j["results"] for j in jobs if j["results"] is not None]
         return {"group": group, "jobs": jobs, "n_done": len(done), "n_total": len(jobs), "aggregate": None}
 
+    def budget_results(self, user: str, group: str) -> dict[str, Any] | None:
+        """A budget search over the fake jobs of ``group`` (their specs carry ``budget``), judged by the engine."""
+        from ldifs_engine.budget import budget_document, recommended_spec
+        from ldifs_engine.spec import RunSpec
+
+        views = [self._advance(j) for j in self.jobs.values() if j.owner == user and j.group == group]
+        if not views:
+            raise JobNotFound(f"no group {group!r}")
+        if "budget" not in views[0].spec:
+            return None
+        spec = RunSpec.from_dict(views[0].spec)
+        done = [(v.id, self.get_results(user, v.id)) for v in views if v.state == "DONE"]
+        doc = budget_document(spec, done, complete=len(done) == len(views))
+        rec = doc["recommended"]
+        return {"group": group, "spec": spec.to_dict(), "search": "alpha", "document": doc,
+                "recommended_spec": recommended_spec(spec.to_dict(), rec) if rec else None,
+                "complete": doc["complete"], "trials": [{"id": v.id, "state": v.state, "title": v.title,
+                                                         "value": None} for v in views]}
+
     def job_metrics(self, user: str, job_id: str, *, after_step: int = 0) -> list[dict]:
         j = self._own(user, job_id)
         out = []
