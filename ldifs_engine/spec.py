@@ -18,7 +18,7 @@ from typing import Any
 
 from .budget import BudgetSpec
 from .errors import SpecError
-from .fields import drop_later_defaults, field_help, param  # noqa: F401 — field_help: the app reads it from here
+from .fields import ADDED_LATER, drop_later_defaults, field_help, param  # noqa: F401 — field_help: the app reads it from here
 from .specio import parse_spec_text, quote
 
 __all__ = ["RunSpec", "DataSpec", "MethodSpec", "OptimSpec", "EvalSpec", "BudgetSpec", "field_help", "parse_spec_text", "quote",
@@ -92,7 +92,8 @@ class RunSpec:
                                 "overrides seed. Empty = one run.", min=0, max=2**31 - 1, max_items=MAX_SEEDS,
                                 added_later=True)
     name: str = _f("", "A title for the run (free text, shown as text).", max_len=120)
-    budget: BudgetSpec | None = None  # a forgetting budget: search the method's strength (ldifs_engine/budget.py)
+    # a forgetting budget: search the method's strength (ldifs_engine/budget.py); absent from the dict when None
+    budget: BudgetSpec | None = field(default=None, metadata={ADDED_LATER: True})
 
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
