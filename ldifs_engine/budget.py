@@ -148,15 +148,22 @@ def deltas_now(before: Mapping[str, float | None], now: Mapping[str, float | Non
     return (sum(d) / len(d), min(d)) if d else (None, None)
 
 
-def early_stop_reason(budget: BudgetSpec, mean_delta: float | None, worst_delta: float | None) -> str | None:
-    """Why a trial should stop at this intermediate evaluation (None: keep going)."""
-    if budget.early_stop_margin_points is None:
+def early_stop_reason(budget: BudgetSpec, forgetting: Sequence[float | None]) -> str | None:
+    """Why a trial should stop at this intermediate evaluation (None: keep going).
+
+    ``forgetting``: points forgotten at each intermediate evaluation so far, this one last. A trial stops
+    only when it already forgets more than budget + margin *and* is still getting worse: a regularised
+    run forgets most early on and then recovers as the learning rate decays (LDIFS alpha 50 on quadrant:
+    9.3 points after a quarter of training, 7.6, 6.6, then 5.9 at the end), while plain fine-tuning keeps
+    forgetting (15.7, 31.4, 33.3, 33.6). So the first evaluation never stops a trial on its own."""
+    if budget.early_stop_margin_points is None or len(forgetting) < 2:
         return None
-    f = forgetting_points(budget.metric, mean_delta, worst_delta)
+    now, before = forgetting[-1], forgetting[-2]
     limit = budget.max_forgetting_points + budget.early_stop_margin_points
-    if f is None or f <= limit:
+    if now is None or before is None or now <= limit or now < before:
         return None
-    return (f"already forgets {f:.1f} points, more than the {budget.max_forgetting_points:g}-point budget plus a "
+    return (f"already forgets {now:.1f} points and still more than at the previous evaluation ({before:.1f}): "
+            f"over the {budget.max_forgetting_points:g}-point budget by more than the "
             f"{budget.early_stop_margin_points:g}-point margin")
 
 

@@ -349,6 +349,7 @@ class TaskRecipe:
                           fault_hook=self.opts.fault_hook, accepted_hashes=spec.accepted_hashes(),
                           loader=loader_settings(self.device, spec.data.num_workers),
                           should_end=self._over_budget if spec.budget is not None else None)
+        self.trained_curves = lambda: trainer.curves  # the curve points so far (restored on resume)
         self.trained: TrainResult = trainer.fit(resume=self.opts.resume)
         self.method.after_training(self.st)  # e.g. adapters folded in: everything after sees a plain model
 
@@ -369,19 +370,19 @@ class TaskRecipe:
         if step == 0:
             return {"target": self.data.target.key, "target_head_acc": self.target_head_before,
                     "zs_acc": {k: m["zs_acc"] for k, m in self.before.items()}}
-        self._last_point = self.measure()
-        return self._last_point
+        return self.measure()
 
     def _over_budget(self) -> str | None:
         """A budget trial that already forgets clearly more than its budget ends training here (budget.py)."""
-        from .budget import deltas_now, early_stop_reason
+        from .budget import deltas_now, early_stop_reason, forgetting_points
 
-        point = getattr(self, "_last_point", None)
-        if point is None:
-            return None
-        mean, worst = deltas_now({k: m["zs_acc"] for k, m in self.before.items()}, point["zs_acc"],
-                                 [es.key for es in self.data.controls])
-        return early_stop_reason(self.spec.budget, mean, worst)
+        curves, b = self.trained_curves(), self.spec.budget
+        before = {k: m["zs_acc"] for k, m in self.before.items()}
+        controls = [es.key for es in self.data.controls]
+        history = [forgetting_points(b.metric, *deltas_now(before, {k: v[i] for k, v in curves["zs_acc"].items()},
+                                                              controls))
+                   for i, step in enumerate(curves["steps"]) if step > 0]
+        return early_stop_reason(b, history)
 
     # ---- scoring the weights as they are now (curves, after, WiSE-FT) ---------------------------
     def measure(self) -> dict:
