@@ -263,3 +263,32 @@ def test_delta_bar_labels_sit_on_the_free_side_of_zero():
     pos = dict(zip(labels.y, labels.textposition))
     assert pos["Colour"] == "middle right" and pos["Size"] == "middle left"
     assert set(labels.x) == {0.0} and fig.data[0].textposition == "none"
+
+
+def _budget_doc() -> dict:
+    def cand(alpha, mix, acc, forgets, early=False, run="j1"):
+        return {"params": {"alpha": alpha}, "wise_ft_alpha": mix, "target_acc": acc, "forgetting_points": forgets,
+                "mean_delta_zs_controls": -forgets / 100, "worst_delta_zs_control": None, "run": run,
+                "within_budget": forgets <= 2 and not early, "early_stopped": early,
+                "setting": f"LDIFS with alpha {alpha}" + (f", mix {mix}" if mix is not None else "")}
+    cands = [cand(0, None, 0.99, 30.0, early=True), cand(100, None, 0.97, 3.0), cand(100, 0.5, 0.9, 1.5),
+             cand(1000, None, 0.93, 1.0, run="j2"), cand(100, 0.0, 0.4, 0.0)]
+    return {"max_forgetting_points": 2.0, "metric": "mean_zs_controls", "recommended": cands[3],
+            "candidates": cands, "target_acc_before": 0.4}
+
+
+def test_the_budget_chart_draws_the_budget_line_the_front_and_the_recommendation():
+    doc = _budget_doc()
+    fig = charts.budget_chart(doc, lambda c: c["setting"])
+    names = [t.name for t in fig.data]
+    assert names[:3] == ["Fine-tuned", "Mixed with the original (WiSE-FT)", "Stopped early (over budget)"]
+    assert "Pareto front" in names and names[-1] == "Recommended"
+    star = fig.data[-1]
+    assert star.x[0] == pytest.approx(53.0) and star.y[0] == pytest.approx(-1.0)  # gain 93 − 40, forgot 1 point
+    front = next(t for t in fig.data if t.name == "Pareto front")
+    assert list(front.y) == [0.0, -1.0, -3.0]  # the 0.5 mix is dominated; the stopped-early trial is left out
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert any(s.y0 == -2.0 and s.y1 == -2.0 for s in lines)  # the budget
+    rows = charts.budget_table(doc, lambda c: c["setting"])
+    assert rows[0][0] == "LDIFS with alpha 1000" and rows[0][4] == "recommended"
+    assert [r[4] for r in rows].count("stopped early") == 1 and rows[1][3] == "no"

@@ -5,6 +5,8 @@ LDIFS_UPDATE_SCREENSHOTS=1, in docs/screenshots/ for the README).
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,44 @@ def test_a_dataset_takes_one_role_in_the_form(browser, finished_server):
     pick_option(page, "f-data-sequence", "Colour")
     expect(controls).not_to_contain_text("Colour", timeout=10_000)
     expect(page.locator("#f-data-sequence")).to_contain_text("Colour")
+
+
+def test_a_budget_search_in_the_browser(browser, finished_server):
+    """New run: the budget switch turns the run into a search (pre-flight says so); Report: a finished
+    search's answer, chart and candidates; Use this setting fills New run with the recommendation."""
+    from dataclasses import replace
+
+    from playwright.sync_api import expect
+
+    from tests.engine.test_budget import fake_results, spec_with
+
+    api = finished_server.api
+    search = spec_with(max_forgetting_points=5)  # the engine's known curve: 5 points at alpha 70
+    group, ids = "b" * 32, []
+    from ldifs_engine import budget as B
+
+    for i, alpha in enumerate((0.0, 10.0, 100.0, 1000.0)):
+        trial = B.trial_spec(search, alpha)
+        jid = api.submit("local", trial.to_dict())
+        api.jobs[jid] = replace(api.jobs[jid], group=group, created_at=time.time() - 50 + i)
+        api.results_for[jid] = fake_results(trial)
+        ids.append(jid)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    open_app(page, finished_server.url)
+    page.locator("#f-budget-enabled input").check()
+    set_number(page, "f-budget-max_forgetting_points", "2")
+    expect(page.locator("#preflight")).to_contain_text("forgetting-budget search", timeout=15_000)
+    expect(page.locator("#preflight")).to_contain_text("at most 2 points")
+    page.locator("#f-budget-enabled input").uncheck()
+    expect(page.locator("#preflight")).not_to_contain_text("forgetting-budget search", timeout=15_000)
+
+    page.goto(f"{finished_server.url}?run={ids[2]}")
+    expect(page.locator("#budget-answer")).to_contain_text("Within a 5-point budget, LDIFS with alpha 100",
+                                                         timeout=120_000)
+    expect(page.locator("#budget-table")).to_contain_text("recommended")
+    expect(page.locator("#budget-chart")).to_contain_text("budget")
+    shot(page, "budget-report")
+    page.locator("#budget-use").click()
+    expect(page.locator("#f-name input")).to_have_value(re.compile(r"LDIFS with alpha 100.*\(best within 5 points\)"),
+                                                      timeout=15_000)
+    expect(page.locator("#f-budget-enabled input")).not_to_be_checked()
