@@ -94,7 +94,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise SpecError(f"spec: file {quote(args.spec)} is larger than {MAX_SPEC_BYTES // 1024} KiB")
     data = parse_spec_text(path.read_bytes(), source=f"spec {quote(path.name)}",
                            fmt="json" if path.suffix.lower() == ".json" else None)
-    print(api.submit(_user(args), dict(data), priority=args.priority))
+    job_id = api.submit(_user(args), dict(data), priority=args.priority)
+    print(job_id)
+    if isinstance(data, dict) and data.get("budget"):  # a search: say where its answer will be
+        from .budget import group_dir
+        from .settings import get_settings
+
+        group = api.get_job(_user(args), job_id).group
+        print(f"forgetting-budget search {group}: the first trials are queued, the next ones follow as they end; "
+              f"the answer: {group_dir(get_settings(), group) / 'budget.json'} (and the Report)", file=sys.stderr)
     return 0
 
 
