@@ -140,3 +140,18 @@ def test_each_dataset_has_one_role():
     assert forms.separate_datasets("quadrant", ["count", "quadrant", "count"], ["shape", "count", "quadrant"]) == (
         ["count"], ["shape"])
     assert forms.separate_datasets("quadrant", None, None) == ([], [])
+
+
+def test_the_budget_switch_turns_a_run_into_a_budget_search_and_back():
+    fields = forms.spec_fields()
+    base = {"method": {"name": "ldifs", "params": {}}, "optim": {"steps": 7}}
+    plain, problems = forms.form_to_spec(fields, forms.spec_to_form(fields, base))
+    assert problems == [] and "budget" not in plain  # switch off (the default): an ordinary run
+    on = {**base, "budget": {"max_forgetting_points": 2}}
+    vals = forms.spec_to_form(fields, on)
+    assert vals[[f.path for f in fields].index(forms.BUDGET_SWITCH)] is True
+    spec, problems = forms.form_to_spec(fields, vals)
+    assert problems == [] and spec["budget"]["max_forgetting_points"] == 2 and "enabled" not in spec["budget"]
+    assert validate(spec) == [] and RunSpec.from_dict(spec).budget.max_forgetting_points == 2
+    assert "ldifs budget spec.yaml --out" in forms.cli_command(spec)
+    assert "ldifs train" in forms.cli_command(plain)
