@@ -24,6 +24,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+SHORT: dict = {}  # --steps / --eval-images: a shorter recipe for a busy machine (set in main)
+
+
 def base_spec(budget: float) -> dict:
     """The Quick demo (LDIFS on quadrant, 200 steps) with a budget; the report's linear probe and calibration
     are off: neither enters the budget (zero-shot forgetting, the trained head's accuracy)."""
@@ -32,17 +35,22 @@ def base_spec(budget: float) -> dict:
     d = copy.deepcopy(QUICK)
     d["eval"].update({"linear_probe": False, "ece": False})
     d["budget"] = {"max_forgetting_points": budget}
+    if SHORT.get("steps"):
+        d["optim"].update(steps=SHORT["steps"], warmup_steps=max(1, SHORT["steps"] // 10))
+    if SHORT.get("eval_images"):
+        d["data"]["max_eval_samples"] = SHORT["eval_images"]
     return d
 
 
-def one_search(job: tuple[float, str]) -> dict:
+def one_search(job: tuple[float, str, dict]) -> dict:
     import torch
 
     torch.set_num_threads(1)
     from ldifs_engine.budget_run import run_budget
     from ldifs_engine.spec import RunSpec
 
-    b, out = job
+    b, out, short = job
+    SHORT.update(short)  # a worker process does not run main()
     t = time.perf_counter()
     doc = run_budget(RunSpec.from_dict(base_spec(b)), out, say=lambda line: print(f"[budget {b:g}] {line}", flush=True))
     return {"sentence": doc["sentence"], "recommended": doc["recommended"], "n_finetunes": doc["n_finetunes"],
@@ -107,13 +115,17 @@ def main() -> int:
     ap.add_argument("--budgets", default="2,5")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-grid", action="store_true")
+    ap.add_argument("--steps", type=int, default=None, help="a shorter recipe (default: the demo's 200 steps)")
+    ap.add_argument("--eval-images", type=int, default=None, help="cap on test images per dataset")
     args = ap.parse_args()
+    SHORT.update(steps=args.steps, eval_images=args.eval_images)
     out = Path(args.out)
-    figures: dict = {"load_1min_at_start": os.getloadavg()[0], "cpus": os.cpu_count(), "searches": {}}
+    figures: dict = {"load_1min_at_start": os.getloadavg()[0], "cpus": os.cpu_count(), "searches": {},
+                     "recipe": base_spec(0)["optim"] | {"max_eval_samples": base_spec(0)["data"].get("max_eval_samples")}}
     budgets = [float(b) for b in args.budgets.split(",")]
     t = time.perf_counter()
     with ProcessPoolExecutor(min(args.workers, len(budgets))) as pool:  # one search per process, 1 thread each
-        docs = list(pool.map(one_search, [(b, str(out / f"search-{b:g}")) for b in budgets]))
+        docs = list(pool.map(one_search, [(b, str(out / f"search-{b:g}"), dict(SHORT)) for b in budgets]))
     figures["searches_wall_s"] = round(time.perf_counter() - t, 1)
     for b, doc in zip(budgets, docs):
         figures["searches"][f"{b:g}"] = doc
