@@ -144,7 +144,7 @@ def test_each_dataset_has_one_role():
 
 def test_the_budget_switch_turns_a_run_into_a_budget_search_and_back():
     fields = forms.spec_fields()
-    base = {"method": {"name": "ldifs", "params": {}}, "optim": {"steps": 7}}
+    base = {"method": {"name": "ldifs", "params": {}}, "optim": {"steps": 7}, "data": {"controls": ["shape"]}}
     plain, problems = forms.form_to_spec(fields, forms.spec_to_form(fields, base))
     assert problems == [] and "budget" not in plain  # switch off (the default): an ordinary run
     on = {**base, "budget": {"max_forgetting_points": 2}}
