@@ -280,6 +280,19 @@ def _loading(where: str, repo_id: str | None, has_head: bool, has_adapter: bool)
     return code + note
 
 
+def _write_folded(adapter: Path, backbone: str, target: Path, label: str) -> None:
+    from .backbones import load_backbone
+    from .checkpoint import save_tensors_atomic
+    from .merge import MergeError, fold_adapter
+
+    base = load_backbone(backbone).state_dict()
+    try:
+        state = fold_adapter(adapter, base, label)
+    except MergeError as e:
+        raise CardError(str(e)) from None
+    save_tensors_atomic(target, state, metadata={"backbone": backbone, "lora": "folded"})
+
+
 def write_card(run_dir: str | Path, out: str | Path, *, headline: str | None = None, repo_id: str | None = None,
                name: str | None = None) -> Path:
     """Write the upload folder ``out`` for the finished run (or merge) in ``run_dir``; returns ``out/README.md``."""
@@ -290,18 +303,22 @@ def write_card(run_dir: str | Path, out: str | Path, *, headline: str | None = N
         check_repo_id(repo_id)
     results = read_results(run_dir)
     final = run_dir / "final"
-    if not (final / "model.safetensors").is_file():
-        raise CardError(f"run {run_dir}: has no full model weights (final/model.safetensors)")
+    has_adapter = (final / "adapter.safetensors").is_file()
+    if not (final / "model.safetensors").is_file() and not has_adapter:
+        raise CardError(f"run {run_dir}: has no final weights (final/model.safetensors or a LoRA adapter)")
     out.mkdir(parents=True, exist_ok=True)
-    config = open_clip_config(str(results.get("backbone") or (results.get("spec") or {}).get("backbone")))
-    shutil.copyfile(final / "model.safetensors", out / WEIGHTS_NAME)
+    backbone = str(results.get("backbone") or (results.get("spec") or {}).get("backbone"))
+    config = open_clip_config(backbone)
+    if (final / "model.safetensors").is_file():
+        shutil.copyfile(final / "model.safetensors", out / WEIGHTS_NAME)
+    else:  # the run exported its LoRA adapter only: the card carries the full model, adapter folded in
+        _write_folded(final / "adapter.safetensors", backbone, out / WEIGHTS_NAME, str(run_dir))
     atomic_write_bytes(out / CONFIG_NAME, json.dumps(config, indent=2).encode())
     has_head = (final / "head.safetensors").is_file()
     if has_head:
         shutil.copyfile(final / "head.safetensors", out / "head.safetensors")
     if (final / "heads").is_dir():
         shutil.copytree(final / "heads", out / "heads", dirs_exist_ok=True)
-    has_adapter = (final / "adapter.safetensors").is_file()
     if has_adapter:
         shutil.copyfile(final / "adapter.safetensors", out / "adapter.safetensors")
     shutil.copyfile(run_dir / "results.json", out / "results.json")

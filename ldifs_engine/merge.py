@@ -122,6 +122,10 @@ class Source:
         return self.run_dir / "final" / "model.safetensors"
 
     @property
+    def adapter_path(self) -> Path:
+        return self.run_dir / "final" / "adapter.safetensors"
+
+    @property
     def head_path(self) -> Path | None:
         p = self.run_dir / "final" / "head.safetensors"
         return p if p.is_file() else None
@@ -150,8 +154,8 @@ def load_source(run_dir: str | Path, label: str) -> Source:
     except SpecError as e:
         raise MergeError(f"run {label}: its spec is no longer valid ({e})") from None
     src = Source(label, run_dir, results, spec)
-    if not src.weights_path.is_file():
-        raise MergeError(f"run {label}: has no final weights (final/model.safetensors)")
+    if not src.weights_path.is_file() and not src.adapter_path.is_file():
+        raise MergeError(f"run {label}: has no final weights (final/model.safetensors or a LoRA adapter)")
     return src
 
 
@@ -171,10 +175,32 @@ def check_backbones(sources: Sequence[Source]) -> str:
     return first.spec.backbone
 
 
-def load_weights(src: Source, reference: Mapping[str, Any]) -> dict:
-    """A run's final weights, checked key by key and shape by shape against the pre-trained model."""
+def fold_adapter(path: Path, base: Mapping[str, Any], label: str) -> dict:
+    """The full weights of a run that exported its LoRA adapter only: ``W + scaling·(B @ A)`` on ``base``."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    from .adapters import FORMAT, merged_state
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        adapter = load_file(str(path))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} adapter")
+        return merged_state(dict(base), adapter, float(meta["scaling"]))
+    except Exception as e:  # noqa: BLE001 — damaged, foreign or mismatched: one line naming the run
+        raise MergeError(f"run {label}: final/adapter.safetensors cannot be folded into the base model "
+                         f"({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def load_weights(src: Source, reference: Mapping[str, Any]) -> dict:
+    """A run's final weights (its LoRA adapter folded into ``reference`` when it exported only that),
+    checked key by key and shape by shape against the pre-trained model."""
+    from safetensors.torch import load_file
+
+    if not src.weights_path.is_file():
+        return fold_adapter(src.adapter_path, reference, src.label)
     try:
         state = load_file(str(src.weights_path))
     except Exception as e:  # noqa: BLE001 — a damaged file, whatever safetensors calls it

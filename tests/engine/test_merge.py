@@ -85,3 +85,25 @@ def test_runs_that_do_not_fit_are_refused_naming_the_run(finished_runs, tmp_path
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"run {bad}" in err and wanted in err, err
     assert not (tmp_path / "m" / "results.json").exists()
+
+
+def test_a_run_that_exported_its_lora_adapter_only_is_merged_and_carded_with_it_folded_in(finished_runs, tmp_path):
+    from ldifs_engine.adapters import FORMAT
+    from ldifs_engine.card import WEIGHTS_NAME, write_card
+
+    quadrant, _count, cache = finished_runs
+    run = shutil.copytree(quadrant, tmp_path / "lora-run", ignore=shutil.ignore_patterns("checkpoints"))
+    (run / "final/model.safetensors").unlink()
+    theta0 = load_backbone("concept-clip-tiny").state_dict()
+    w = theta0["visual.proj"]
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, w.shape[1], generator=g), torch.randn(w.shape[0], 2, generator=g)
+    save_file({"visual.proj.lora_A": a, "visual.proj.lora_B": b}, str(run / "final/adapter.safetensors"),
+              metadata={"format": FORMAT, "scaling": "0.5"})
+    run_merge(MergeSpec.from_dict({"runs": [str(run)], "lambdas": [1.0]}), tmp_path / "m", cache=cache)
+    merged = load_file(tmp_path / "m/final/model.safetensors")
+    assert torch.allclose(merged["visual.proj"], w + 0.5 * b @ a)
+    assert all(torch.equal(merged[k], v) for k, v in theta0.items() if k != "visual.proj")
+    write_card(run, tmp_path / "card")
+    carded = load_file(tmp_path / "card" / WEIGHTS_NAME)
+    assert torch.allclose(carded["visual.proj"], w + 0.5 * b @ a) and (tmp_path / "card/adapter.safetensors").is_file()
