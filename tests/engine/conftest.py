@@ -18,7 +18,7 @@ def finished_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("finished-runs")
     cache = DiskStore(root / "cache")
     dirs = []
-    for target, controls in (("quadrant", ["colour", "shape"]), ("count", ["colour", "quadrant"])):
+    for target, controls in (("quadrant", ["colour"]), ("count", ["colour", "quadrant"])):
         spec = RunSpec.from_dict(tiny_spec(**{
             "backbone": "concept-clip-tiny", "method": {"name": "ce", "head_init": "lp", "params": {}},
             "data.target": target, "data.controls": controls, "optim.steps": 3, "optim.lr": 1e-3,

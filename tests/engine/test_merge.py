@@ -40,7 +40,7 @@ def test_lambda_zero_gives_the_pretrained_models_numbers(finished_runs, tmp_path
     merged = run_merge(MergeSpec.from_dict({"runs": [str(quadrant), str(count)], "lambdas": [0.0]}), tmp_path / "m",
                        cache=cache)
     assert merged["target"] == "quadrant" and merged["datasets"]["count"]["role"] == "sequence"
-    assert {k for k, d in merged["datasets"].items() if d["role"] == "control"} == {"colour", "shape"}
+    assert {k for k, d in merged["datasets"].items() if d["role"] == "control"} == {"colour"}
     for key, d in merged["datasets"].items():
         assert d["after"]["zs_acc"] == d["before"]["zs_acc"], key
     assert merged["summary"]["mean_delta_zs_controls"] == 0.0
