@@ -104,7 +104,8 @@ def test_lora_plus_ldifs_is_the_lora_loss_plus_the_ldifs_term():
 def _spec(**over) -> RunSpec:
     return RunSpec.from_dict(tiny_spec(**{"eval.linear_probe": False, "method.name": "lora", "method.head_init": "lp",
                                           "method.params": {"rank": 4, "lora_alpha": 16.0, "dropout": 0.25},
-                                          "eval.curve_points": 0, "data.max_eval_samples": 32, **over}))
+                                          "eval.curve_points": 0, "data.max_eval_samples": 32,
+                                          "eval.wise_ft_alphas": [0.0, 1.0], **over}))
 
 
 def test_lora_checkpoints_hold_only_the_adapter_and_resume_exactly(tmp_path):
@@ -137,6 +138,9 @@ def test_lora_checkpoints_hold_only_the_adapter_and_resume_exactly(tmp_path):
     final = load_file(tmp_path / "a" / "final" / "model.safetensors")
     rebuilt = merged_state(base, adapter, float(meta["scaling"]))
     assert all(torch.equal(final[k], rebuilt[k]) for k in final)  # merged file = base + B·A·scale exactly
+    # WiSE-FT interpolates between the pre-trained and the merged model: its ends are "before" and "after"
+    assert a["wise_ft"]["target_head_acc"][1] == a["target_head_acc"]["after"]
+    assert a["wise_ft"]["target_zs_acc"] == [a["datasets"]["quadrant"][s]["zs_acc"] for s in ("before", "after")]
     assert a["artifacts"] == {"checkpoint": "final/model.safetensors", "adapter": "final/adapter.safetensors",
                               "head": "final/head.safetensors"}
 
