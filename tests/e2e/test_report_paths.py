@@ -6,6 +6,7 @@ was a race (the Report tab's own refresh overwriting the selection).
 """
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -18,7 +19,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def test_open_report_from_jobs_shows_the_selected_run(page, finished_server):
     from playwright.sync_api import expect
 
+    ids = finished_server.ids
     open_app(page, finished_server.url)
+    # The Report tab has shown a run before, so its picker holds a value that Open report replaces.
+    page.get_by_role("tab", name="Report").click()
+    expect(page.locator("#report-run")).not_to_be_empty(timeout=30_000)
     for name in ("CE baseline", "Weight anchor", "Quick demo", "CE baseline"):
         page.get_by_role("tab", name="Jobs").click()
         pick_option(page, "job-picker", name)
@@ -27,6 +32,10 @@ def test_open_report_from_jobs_shows_the_selected_run(page, finished_server):
         expect(page.locator("#report-run")).to_contain_text(name, timeout=30_000)
         page.wait_for_timeout(1500)  # any late refresh would have overwritten it by now
         expect(page.locator("#report-run")).to_contain_text(name)
+        # The address names the run shown, so a reload or a copied link shows it too.
+        expect(page).to_have_url(re.compile(rf"[?&]run={re.escape(ids[name])}(&|$)"), timeout=10_000)
+    page.reload()
+    expect(page.locator("#report-run")).to_contain_text("CE baseline", timeout=30_000)
 
 
 def test_report_dropdown_and_deep_link_and_reload(page, finished_server):
