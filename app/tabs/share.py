@@ -40,9 +40,10 @@ def layout() -> ShareSection:
         card = gr.Button("Prepare model card (zip)", size="sm", elem_id="card-prepare")
         card_dl = PrivateDownloadButton("Download model card", size="sm", visible=False, variant="primary",
                                         elem_id="dl-card")
+    # The name on a line of its own: side by side with the switch and button it was clipped on a phone.
+    repo = gr.Textbox(label="Hub repository (user/name)", placeholder="your-name/clip-quadrant-ldifs",
+                      max_length=193, elem_id="push-repo")
     with gr.Row():
-        repo = gr.Textbox(label="Hub repository (user/name)", placeholder="your-name/clip-quadrant-ldifs",
-                          max_length=193, scale=3, elem_id="push-repo")
         public = gr.Checkbox(value=False, label="Public (default: private)", scale=1, elem_id="push-public")
         push = gr.Button("Push to Hub", size="sm", scale=1, elem_id="push-start")
     status = gr.Markdown("", elem_id="push-status")
