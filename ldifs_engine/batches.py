@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -145,11 +146,32 @@ def _worker_ignores_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class _StepLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose workers are born ignoring SIGINT.
+
+    ``worker_init_fn`` alone leaves a window: a stop that arrives between a worker's fork and its start-up
+    code kills it. While the workers are forked, the parent's SIGINT handler is a recorder (the children
+    inherit it, so a SIGINT there is swallowed until ``worker_init_fn`` ignores it for good); a SIGINT the
+    parent receives in that window is re-raised once its own handler is back, so no stop is lost."""
+
+    def _get_iterator(self):  # noqa: ANN202 — torch's private hook, returns torch's iterator
+        if self.num_workers == 0 or threading.current_thread() is not threading.main_thread():
+            return super()._get_iterator()
+        seen: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: seen.append(signum))
+        try:
+            return super()._get_iterator()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if seen:
+                signal.raise_signal(signal.SIGINT)
+
+
 def step_loader(batches: StepBatches, settings: dict) -> torch.utils.data.DataLoader:
     """Batches in step order (``batch_size=None``: every item is a whole batch already). The loader gets
     its own generator: left to the global one, each new iterator would draw a worker seed from it and
     shift every later global draw (the batches themselves use no global randomness)."""
     extra = {"worker_init_fn": _worker_ignores_sigint} if settings.get("num_workers", 0) > 0 else {}
-    return torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
-                                       generator=torch.Generator().manual_seed(0), **extra, **settings)
+    return _StepLoader(batches, batch_size=None, shuffle=False, generator=torch.Generator().manual_seed(0),
+                       **extra, **settings)
 

@@ -188,8 +188,12 @@ def test_workers_survive_the_sigint_of_a_graceful_stop():
     plan = BatchPlan(torch.arange(8), batch_size=2, seed=0)
     it = iter(step_loader(StepBatches(plan, TrainImages(ds), PRE.train_crops, 0, 6),
                           {"num_workers": 2, "pin_memory": False, "persistent_workers": True}))
-    first = next(it)
+    # At once, before the workers can have run any start-up code of their own (a stop that arrives as
+    # training starts), and again once batches flow.
     for w in it._workers:  # noqa: SLF001 — the worker processes of this iterator
+        os.kill(w.pid, signal.SIGINT)
+    first = next(it)
+    for w in it._workers:  # noqa: SLF001
         os.kill(w.pid, signal.SIGINT)
     time.sleep(0.5)
     rest = list(it)
