@@ -48,17 +48,9 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def read_results(run_dir: Path) -> dict:
-    from .results import results_problems
+    from .results import read_finished
 
-    try:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CardError(f"run {run_dir}: not a finished run (no results.json)") from None
-    except (OSError, ValueError) as e:
-        raise CardError(f"run {run_dir}: results.json is unreadable ({type(e).__name__})") from None
-    if results_problems(results):
-        raise CardError(f"run {run_dir}: results.json does not match the results schema")
-    return results
+    return read_finished(run_dir, str(run_dir), CardError)
 
 
 def open_clip_config(backbone: str) -> dict:

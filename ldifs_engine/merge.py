@@ -133,18 +133,11 @@ class Source:
 
 def load_source(run_dir: str | Path, label: str) -> Source:
     """A finished single-task run written by ``ldifs train`` (or a job), or ``MergeError`` naming it."""
-    from .results import results_problems
+    from .results import read_finished
     from .spec import RunSpec
 
     run_dir = Path(run_dir)
-    try:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MergeError(f"run {label}: not a finished run (no results.json)") from None
-    except (OSError, ValueError) as e:
-        raise MergeError(f"run {label}: results.json is unreadable ({type(e).__name__})") from None
-    if results_problems(results):
-        raise MergeError(f"run {label}: results.json does not match the results schema")
+    results = read_finished(run_dir, label, MergeError)
     if results.get("continual"):
         raise MergeError(f"run {label}: a continual sequence cannot be merged (merge single-task runs)")
     if results.get("merge"):

@@ -1,7 +1,9 @@
 """The engine's output contract: ``results.json`` with ``"schema": "ldifs.results/1"`` (docs/RESULTS.md)."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 SCHEMA = "ldifs.results/1"
@@ -68,3 +70,16 @@ def validate_results(r: Any) -> None:
     problems = results_problems(r)
     if problems:
         raise ValueError("results.json does not match ldifs.results/1: " + "; ".join(problems))
+
+
+def read_finished(run_dir: Path, label: str, error: type[Exception]) -> dict:
+    """A finished run's ``results.json``, checked against the schema; else ``error`` naming the run in one line."""
+    try:
+        results = json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"run {label}: not a finished run (no results.json)") from None
+    except (OSError, ValueError) as e:
+        raise error(f"run {label}: results.json is unreadable ({type(e).__name__})") from None
+    if results_problems(results):
+        raise error(f"run {label}: results.json does not match the results schema")
+    return results
