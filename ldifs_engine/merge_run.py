@@ -49,24 +49,18 @@ def run_merge(mspec: MergeSpec, workdir: str | Path, *, sink: EventSink | None =
               data_root: str | Path | None = None, device: torch.device | str | None = None,
               should_stop: Callable[[], bool] | None = None) -> dict:
     """Merge the runs of ``mspec`` over its λ grid, evaluate, write ``workdir/results.json``; return it."""
-    from .runner import errors_reported
+    from .runner import run_events
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    own_sink = sink is None
-    sink = sink or EventSink(workdir / "events.jsonl")
-    try:
-        with errors_reported(sink), sink.heartbeat():
-            r = MergeRecipe(mspec, workdir, sink, cache=cache, data_root=data_root, device=device,
-                            should_stop=should_stop)
-            r.prepare()
-            r.evaluate_before()
-            r.sweep()
-            r.evaluate_chosen()
-            return r.write_results()
-    finally:
-        if own_sink:
-            sink.close()
+    with run_events(workdir, sink) as sink:
+        r = MergeRecipe(mspec, workdir, sink, cache=cache, data_root=data_root, device=device,
+                        should_stop=should_stop)
+        r.prepare()
+        r.evaluate_before()
+        r.sweep()
+        r.evaluate_chosen()
+        return r.write_results()
 
 
 class MergeRecipe:

@@ -187,18 +187,26 @@ def run_task(spec: RunSpec, workdir: str | Path, *, sink: EventSink | None = Non
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with run_events(workdir, sink) as sink:
+        recipe = TaskRecipe(spec, workdir, sink, TaskOptions(**options))
+        recipe.prepare()
+        recipe.evaluate_before()
+        recipe.build_state()
+        recipe.train()
+        recipe.evaluate_after()
+        recipe.wise_ft()
+        return recipe.write_results()
+
+
+@contextmanager
+def run_events(workdir: Path, sink: EventSink | None) -> Iterator[EventSink]:
+    """The run's event sink (its own ``workdir/events.jsonl`` unless one is given), with failures reported
+    as ``error`` events and a heartbeat while the body runs; a sink opened here is closed here."""
     own_sink = sink is None
     sink = sink or EventSink(workdir / "events.jsonl")
     try:
         with errors_reported(sink), sink.heartbeat():
-            recipe = TaskRecipe(spec, workdir, sink, TaskOptions(**options))
-            recipe.prepare()
-            recipe.evaluate_before()
-            recipe.build_state()
-            recipe.train()
-            recipe.evaluate_after()
-            recipe.wise_ft()
-            return recipe.write_results()
+            yield sink
     finally:
         if own_sink:
             sink.close()
