@@ -30,6 +30,7 @@ log = logging.getLogger("ldifs.worker")
 T = TypeVar("T")
 
 VOLUME_MARK = ".ldifs-volume"  # in the runs folder: the token the job store holds under "runs_volume"
+MARK_GRACE_S = 15.0  # how long a starting worker waits for the mark another starting process is writing
 
 
 def outage(exc: BaseException, settings: Settings | None = None) -> str | None:
@@ -156,7 +157,13 @@ def check_runs_volume(settings: Settings) -> str:
         if token == mine:  # this process created the volume's identity: write the mark
             _write_atomic(mark, token)
         _probe(runs)
-        found = mark.read_text(encoding="utf-8").strip() if mark.is_file() else None
+        found = _read_mark(mark)
+        # Workers started together: another one may have recorded the token a moment ago and not yet written
+        # the mark (or be replacing an old one), so give it a short while before calling the folder wrong.
+        deadline = time.monotonic() + MARK_GRACE_S
+        while found != token and time.monotonic() < deadline:
+            time.sleep(0.1)
+            found = _read_mark(mark)
     except OSError as e:
         raise VolumeMismatch(f"cannot use the runs folder {runs}: {e.strerror or e}; it must be the shared runs "
                              "volume, writable by this user (see docs/DEPLOY-workers.md)") from None
@@ -166,6 +173,10 @@ def check_runs_volume(settings: Settings) -> str:
             f"the runs folder {runs} is not the one the job store uses (it {why} {VOLUME_MARK}); mount the shared "
             "runs volume there or set LDIFS_SHARED_DIR to where it is mounted (see docs/DEPLOY-workers.md)")
     return token
+
+
+def _read_mark(mark: Path) -> str | None:
+    return mark.read_text(encoding="utf-8").strip() if mark.is_file() else None
 
 
 def _probe(runs: Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 
 import pytest
 
@@ -13,6 +14,7 @@ from tasks.store import StoreUnavailable
 
 @pytest.fixture
 def settings(home, db_url, monkeypatch):
+    monkeypatch.setattr(servers, "MARK_GRACE_S", 0.3)  # a wrong folder is still refused, just sooner
     if db_url:
         monkeypatch.setenv("LDIFS_DB_URL", db_url)
     get_settings.cache_clear()
@@ -34,6 +36,22 @@ def test_the_first_start_marks_the_runs_volume_and_later_workers_find_it(setting
     (other / "runs" / servers.VOLUME_MARK).write_text("0" * 32)
     with pytest.raises(servers.VolumeMismatch, match="different volume mark"):
         servers.check_runs_volume(dataclasses.replace(settings, shared_dir=other))
+
+
+def test_workers_starting_together_wait_for_the_mark_being_written(settings, monkeypatch):
+    """Seen in CI: worker B recorded the volume token in the store, and worker A read it before B had written
+    the mark file, so A refused a correct folder. A now waits a short while for the mark to appear."""
+    from tasks.store import open_store
+
+    monkeypatch.setattr(servers, "MARK_GRACE_S", 10.0)
+    token = open_store(settings).meta_setdefault("runs_volume", "f" * 32)  # B got as far as the store
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    writer = threading.Timer(0.5, lambda: servers._write_atomic(settings.runs_dir / servers.VOLUME_MARK, token))
+    writer.start()  # ... and writes the mark half a second later
+    try:
+        assert servers.check_runs_volume(settings) == token
+    finally:
+        writer.join()
 
 
 def test_a_worker_without_the_shared_volume_refuses_to_start_in_one_line(settings, tmp_path, monkeypatch, capsys):
