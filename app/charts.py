@@ -358,6 +358,89 @@ def continual_matrix(results: Mapping[str, Any]) -> go.Figure | None:
     return _layout(fig, title, 170 + 46 * len(rows), margin=dict(l=10, r=20, t=110, b=20))
 
 
+MERGE_METHODS = {"task_arithmetic": "task arithmetic", "ties": "TIES"}
+
+
+def _merge_task_label(t: Mapping[str, Any]) -> str:
+    """'Count' for a run's trained head, 'Count (zero-shot)' for a run scored zero-shot (escaped)."""
+    title = str(t.get("title") or t.get("dataset") or "?")
+    return html_escape(title + ("" if t.get("classifier") in (None, "trained head") else f" ({t['classifier']})"))
+
+
+def merge_lambdas(results: Mapping[str, Any]) -> go.Figure | None:
+    """A merge's λ sweep ("what each λ kept"): top, each run's target scored with that run's own
+    classifier on the merged model (test images; dotted, the accuracy in its own run); bottom, the mean
+    zero-shot change on the controls; the λ kept marked on both. None for anything that is not a merge."""
+    m = results.get("merge")
+    if not isinstance(m, Mapping) or not m.get("per_lambda"):
+        return None
+    points = [p for p in m["per_lambda"] if _num((p or {}).get("lambda")) is not None]
+    lams = [_num(p["lambda"]) for p in points]
+    tasks = list(m.get("tasks") or [])
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14, row_heights=[0.62, 0.38],
+                        subplot_titles=("Each run's task (own classifier)", "Average change on controls"))
+    for a in fig.layout.annotations:  # left, small: centred, the chosen λ's line ran through them
+        a.update(x=0.0, xanchor="left", font=dict(size=13))
+    for j, t in enumerate(tasks):
+        label, colour = _merge_task_label(t), PALETTE[j % len(PALETTE)]
+        acc = [_pctv(list(p.get("task_acc") or [])[j]) if j < len(p.get("task_acc") or []) else None for p in points]
+        fig.add_trace(go.Scatter(x=lams, y=acc, mode="lines+markers", connectgaps=False, name=label,
+                                 legendgroup=label, line=dict(color=colour, width=3),
+                                 marker=dict(symbol=SYMBOLS[j % len(SYMBOLS)], size=8),
+                                 hovertemplate="λ %{x:g}: %{y:.1f} %<extra>" + label + "</extra>"), row=1, col=1)
+        own = _pctv(t.get("run_after"))
+        if own is not None and lams:
+            fig.add_trace(go.Scatter(x=[min(lams), max(lams)], y=[own, own], mode="lines", legendgroup=label,
+                                     showlegend=False, line=dict(color=colour, width=1.5, dash="dot"),
+                                     hovertemplate=f"its own run: {own:.1f} %<extra>{label}</extra>"), row=1, col=1)
+    if any(_pctv(t.get("run_after")) is not None for t in tasks):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="dotted: in its own run",
+                                 line=dict(color=NEUTRAL, width=1.5, dash="dot"), hoverinfo="skip"), row=1, col=1)
+    ctl = [_pctv(p.get("mean_delta_zs_controls")) for p in points]
+    fig.add_trace(go.Scatter(x=lams, y=ctl, mode="lines+markers", connectgaps=False, name="Control change",
+                             showlegend=False, line=dict(color=WORSE, width=3),
+                             hovertemplate="λ %{x:g}: %{y:+.1f} points<extra>mean zero-shot change on the controls"
+                                           "</extra>"), row=2, col=1)
+    fig.add_hline(y=0, line_color="#444", line_width=1, row=2, col=1)
+    chosen = _num(m.get("chosen_lambda"))
+    if chosen is not None:
+        where = "validation" if m.get("selected_on") == "validation" else str(m.get("selected_on") or "?")
+        fig.add_vline(x=chosen, line_color="#333", line_dash="dash", line_width=1.5, row="all", col=1)
+        # Low in the accuracy panel, right of the line: the top is taken by the panel's title.
+        fig.add_annotation(x=chosen, y=2, xref="x", yref="y", xanchor="left", yanchor="bottom", xshift=4,
+                           showarrow=False, text=html_escape(f"kept: λ = {chosen:g}"), bgcolor="rgba(255,255,255,0.8)",
+                           font=dict(size=12, color="#333"), hovertext=html_escape(f"chosen on the {where} images"))
+    fig.update_xaxes(title_text="λ (0 = the pre-trained model)", row=2, col=1)
+    if lams and len(lams) <= 11:
+        fig.update_xaxes(tickvals=lams, row=2, col=1)
+    fig.update_yaxes(range=[-2, 102], ticksuffix=" %", row=1, col=1)
+    fig.update_yaxes(title_text="points", row=2, col=1)
+    method = MERGE_METHODS.get(str(m.get("method")), str(m.get("method") or "merge"))
+    sub = "<br>".join(html_escape(s) for s in textwrap.wrap(
+        f"{method}; λ kept: the best mean task accuracy on the "
+        f"{'held-out validation' if m.get('selected_on') == 'validation' else 'test'} images", 44))
+    return _layout(fig, "What each λ kept", 500 + 20 * max(len(tasks) - 2, 0), subtitle=sub,
+                   margin=dict(l=10, r=20, t=80, b=90))
+
+
+MERGE_COLUMNS = ["Task", "Classifier", "Before", "Its own run", "Merged"]
+
+
+def merge_table(results: Mapping[str, Any]) -> list[list[str]]:
+    """A merge's tasks: accuracy before, in the run that learned it and on the merged model (with its 95 %
+    interval); raw titles (tables escape themselves). Empty for anything that is not a merge."""
+    m = results.get("merge")
+    if not isinstance(m, Mapping):
+        return []
+    out = []
+    for t in m.get("tasks") or []:
+        ci = story.ci(t.get("merged_ci"))
+        merged = text.pct(t.get("merged"), 1) + (f" [{text.pct(ci[0], 1)}, {text.pct(ci[1], 1)}]" if ci else "")
+        out.append([str(t.get("title") or t.get("dataset") or "?"), str(t.get("classifier") or "—"),
+                    text.pct(t.get("before"), 1), text.pct(t.get("run_after"), 1), merged])
+    return out
+
+
 # ---- live training charts --------------------------------------------------------------------------
 def ema(values: Sequence[float | None], weight: float) -> list[float | None]:
     """TensorBoard-style exponential smoothing with debiasing; gaps stay gaps."""
@@ -668,6 +751,9 @@ def report_figures(results: Mapping[str, Any]) -> list[tuple[str, go.Figure]]:
     figs.append((text.CHART_CAPTIONS["delta"], delta_bars(results, "zs_acc")))
     if (results.get("curves") or {}).get("steps"):
         figs.append((text.CHART_CAPTIONS["curves"], curves(results)))
+    lam = merge_lambdas(results)
+    if lam is not None:
+        figs.append((text.CHART_CAPTIONS["merge"], lam))
     w = wise_ft(results)
     if w is not None:
         figs.append((text.CHART_CAPTIONS["wise_ft"], w))
@@ -694,6 +780,14 @@ def report_html(results: Mapping[str, Any], run_label: str = "", reference: Mapp
     cards = "".join(f"<div class='card'><div class='lab'>{html_escape(label)}</div><div class='val'>"
                     f"{html_escape(value)}</div>" + (f"<div class='note'>{html_escape(note)}</div>" if note else "")
                     + "</div>" for label, value, note, _tip, _kind in story.stat_cards(results, reference, difference))
+    merge = ""
+    if merge_table(results):
+        m_head = "".join(f"<th>{html_escape(c)}</th>" for c in MERGE_COLUMNS)
+        m_body = "".join("<tr>" + "".join(f"<td>{html_escape(c)}</td>" for c in row) + "</tr>"
+                         for row in merge_table(results))
+        lam = _num((results.get("merge") or {}).get("chosen_lambda"))
+        merge = (f"<h2>Each run's task in the merge{'' if lam is None else f' (λ = {lam:g})'}</h2><table><thead><tr>"
+                 f"{m_head}</tr></thead><tbody>{m_body}</tbody></table>")
     spec = results.get("spec") or {}
     title = run_label or spec.get("name") or f"{results.get('method', '')} on {results.get('target', '')}"
     timing = results.get("timing") or {}
@@ -716,6 +810,7 @@ td,th{{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left}} dt
 finished {html_escape(timing.get('finished_at', '?'))} · spec {html_escape(str(results.get('spec_hash', ''))[:12])}</p>
 <p class="headline">{story.headline(results, markup='html', reference=reference, difference=difference)}</p>
 <div class="cards">{cards}</div>
+{merge}
 {''.join(parts)}
 <h2>All numbers</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <h2>What the numbers mean</h2><dl>{gloss}</dl>

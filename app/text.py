@@ -234,6 +234,11 @@ CHART_CAPTIONS = {
     "intervals (a whisker across 0 = within noise).",
     "curves": "Zero-shot accuracy measured during training: which abilities faded, and when.",
     "wise_ft": GLOSSARY["wise_ft"],
+    "merge": "What each λ on the grid kept, on the test images. Top: each run's task scored with that run's own "
+    "classifier on the merged weights (dotted: its accuracy in its own run). Bottom: the mean change in zero-shot "
+    "accuracy on the controls. The dashed line is the λ kept: the best mean task accuracy on the runs' held-out "
+    "validation images (the subtitle says when a run held none out and the test images were used), so it need not "
+    "be the highest point of these test curves.",
     "continual": "Continual fine-tuning: one row per stage of the sequence. Below the diagonal, how well "
     "each task learned earlier is still solved by its own classifier; above it, zero-shot accuracy on tasks "
     "not yet learned. Transfer = zero-shot accuracy on tasks before they are learned, Avg = mean of the "

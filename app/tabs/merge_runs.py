@@ -65,9 +65,13 @@ def merge_summary(results: Any) -> str:
     lam = m.get("chosen_lambda")
     head = f"merged (λ = {lam:g})" if isinstance(lam, (int, float)) else "merged"
     rows = [f"| task | classifier | before | its own run | {head} |", "|---|---|---|---|---|"]
+
+    def pct(v: Any) -> str:  # "31.0 %" never broken over two lines on a phone
+        return text.pct(v, 1).replace(" ", "\u00a0")
+
     for t in m["tasks"]:
         rows.append(f"| {text.md_escape(t.get('title') or t.get('dataset'))} | {text.md_escape(t.get('classifier'))} "
-                    f"| {text.pct(t.get('before'), 1)} | {text.pct(t.get('run_after'), 1)} | {text.pct(t.get('merged'), 1)} |")
+                    f"| {pct(t.get('before'))} | {pct(t.get('run_after'))} | {pct(t.get('merged'))} |")
     own = ", ".join(f"{text.points(t.get('run_mean_delta_zs_controls'))} ({text.md_escape(t.get('dataset'))} run)"
                     for t in m["tasks"])
     merged = text.points((results.get("summary") or {}).get("mean_delta_zs_controls"))

@@ -90,15 +90,21 @@ def _charts() -> list:
     gr.Markdown(text.CHART_CAPTIONS["dumbbell"], elem_classes="caption")
     delta_plot = gr.Plot(show_label=False, elem_id="report-delta")
     gr.Markdown(text.CHART_CAPTIONS["delta"], elem_classes="caption")
-    curves_plot = gr.Plot(show_label=False, elem_id="report-curves")
-    gr.Markdown(text.CHART_CAPTIONS["curves"], elem_classes="caption")
+    # A merge had no training: its λ sweep takes the place of the training curves.
+    with gr.Column() as curves_col:
+        curves_plot = gr.Plot(show_label=False, elem_id="report-curves")
+        gr.Markdown(text.CHART_CAPTIONS["curves"], elem_classes="caption")
+    with gr.Column(visible=False, elem_id="report-merge-col") as merge_col:
+        merge_plot = gr.Plot(show_label=False, elem_id="report-merge")
+        gr.Markdown(text.CHART_CAPTIONS["merge"], elem_classes="caption")
     with gr.Column(visible=False) as wise_col:
         wise_plot = gr.Plot(show_label=False, elem_id="report-wiseft")
         gr.Markdown(text.CHART_CAPTIONS["wise_ft"], elem_classes="caption")
     with gr.Column(visible=False) as seq_col:
         seq_plot = gr.Plot(show_label=False, elem_id="report-continual")
         gr.Markdown(text.CHART_CAPTIONS["continual"], elem_classes="caption")
-    return [zs_plot, lp_plot, delta_plot, curves_plot, wise_col, wise_plot, seq_col, seq_plot]
+    return [zs_plot, lp_plot, delta_plot, curves_col, curves_plot, merge_col, merge_plot, wise_col, wise_plot,
+            seq_col, seq_plot]
 
 
 def _downloads() -> tuple[list, gr.Button, gr.DownloadButton]:
@@ -209,6 +215,7 @@ def report_views(ctx: AppContext, user: str, job: Any, results: Mapping[str, Any
     has_lp = charts.metric_computed(results, "lp_acc")
     w = charts.wise_ft(results)
     m = charts.continual_matrix(results)
+    lam = charts.merge_lambdas(results)  # a merge: its λ sweep instead of training curves
     merge = merge_runs.merge_summary(results)  # a merge: each task next to its own run
     facts += f"\n\n{merge}" if merge else ""
     return [f"## {text.md_escape(title)}\n\n{facts}",
@@ -216,7 +223,8 @@ def report_views(ctx: AppContext, user: str, job: Any, results: Mapping[str, Any
             stat_cards_html(results, reference, difference),
             charts.dumbbell(results, "zs_acc"),
             gr.Plot(charts.dumbbell(results, "lp_acc") if has_lp else None, visible=has_lp),
-            charts.delta_bars(results), charts.curves(results), gr.Column(visible=w is not None), w,
+            charts.delta_bars(results), gr.Column(visible=lam is None), charts.curves(results) if lam is None else None,
+            gr.Column(visible=lam is not None), lam, gr.Column(visible=w is not None), w,
             gr.Column(visible=m is not None), m, charts.report_table(results),
             _export(ctx, request, user, job_id, "csv"), _export(ctx, request, user, job_id, "results"),
             download_url(request, user, html_path), _export(ctx, request, user, job_id, "yaml"),

@@ -72,3 +72,31 @@ def hostile_results() -> dict[str, Any]:
     d["datasets"]["colour"]["title"] = HOSTILE
     d["spec"]["name"] = HOSTILE
     return d
+
+
+def merge_results(selected_on: str = "validation") -> dict[str, Any]:
+    """A merge of a quadrant run and a count run (CONTRACTS: ``merge`` block, no training, no curves):
+    λ 0 / 0.5 / 1, λ = 0.5 chosen; count's test accuracy is missing at λ = 1 (drawn as a gap)."""
+    d = results(method="merge")
+    d["datasets"]["count"]["role"] = "sequence"
+    d["curves"], d["training"], d["wise_ft"] = {}, None, None
+    d["spec"]["method"] = {"name": "merge", "params": {}}
+    del d["spec"]["optim"]  # a merge trains nothing
+    d["target_head_acc"] = {"before": 0.31, "after": 0.85}
+    d["merge"] = {
+        "method": "task_arithmetic", "lambdas": [0.0, 0.5, 1.0], "chosen_lambda": 0.5, "selected_on": selected_on,
+        "selection": "the mean over tasks of each run's classifier accuracy", "ties_keep": None,
+        "tasks": [{"run": "CE on quadrant", "dataset": "quadrant", "title": "Quadrant", "method": "ce",
+                   "classifier": "trained head", "before": 0.31, "run_after": 0.99, "run_mean_delta_zs_controls": -0.3,
+                   "merged": 0.85, "merged_ci": [0.8, 0.9]},
+                  {"run": "CE on count", "dataset": "count", "title": "Count", "method": "ce",
+                   "classifier": "trained head", "before": 0.5, "run_after": 0.9, "run_mean_delta_zs_controls": -0.2,
+                   "merged": 0.6, "merged_ci": [0.55, 0.65]}],
+        "per_lambda": [
+            {"lambda": 0.0, "task_acc": [0.31, 0.5], "val_task_acc": [0.3, 0.5],
+             "zs_acc": {"colour": 0.9, "shape": 0.8}, "mean_delta_zs_controls": 0.0},
+            {"lambda": 0.5, "task_acc": [0.85, 0.6], "val_task_acc": [0.84, 0.61],
+             "zs_acc": {"colour": 0.8, "shape": 0.76}, "mean_delta_zs_controls": -0.07},
+            {"lambda": 1.0, "task_acc": [0.95, None], "val_task_acc": [0.95, 0.3],
+             "zs_acc": {"colour": 0.6, "shape": 0.7}, "mean_delta_zs_controls": -0.2}]}
+    return d

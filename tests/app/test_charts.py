@@ -8,7 +8,7 @@ import pytest
 
 from app import charts, story, text
 
-from .samples import HOSTILE, hostile_results, partial_results, results
+from .samples import HOSTILE, hostile_results, merge_results, partial_results, results
 
 
 def _trace(fig, name):
@@ -292,3 +292,35 @@ def test_the_budget_chart_draws_the_budget_line_the_front_and_the_recommendation
     rows = charts.budget_table(doc, lambda c: c["setting"])
     assert rows[0][0] == "LDIFS with alpha 1000" and rows[0][4] == "recommended"
     assert [r[4] for r in rows].count("stopped early") == 1 and rows[1][3] == "no"
+
+
+def test_a_merge_shows_what_each_lambda_kept_instead_of_training_curves():
+    r = merge_results()
+    assert charts.merge_lambdas(results()) is None  # an ordinary run has no λ sweep
+    fig = charts.merge_lambdas(r)
+    quadrant, count = _trace(fig, "Quadrant"), _trace(fig, "Count")
+    assert list(quadrant.x) == [0.0, 0.5, 1.0] and list(quadrant.y) == pytest.approx([31.0, 85.0, 95.0])
+    assert list(count.y)[:2] == pytest.approx([50.0, 60.0]) and count.y[2] is None and not count.connectgaps
+    own = [t for t in fig.data if t.legendgroup == "Count" and not t.showlegend and t.mode == "lines"]
+    assert [list(t.y) for t in own] == [[90.0, 90.0]]  # dotted: the accuracy in its own run
+    assert list(_trace(fig, "Control change").y) == pytest.approx([0.0, -7.0, -20.0])
+    chosen = [s for s in fig.layout.shapes if s.line.dash == "dash"]
+    assert chosen and {s.x0 for s in chosen} == {0.5}  # the λ kept, on both panels
+    assert any(a.text == "kept: λ = 0.5" for a in fig.layout.annotations)
+    assert "on the held-out validation images" in fig.layout.title.subtitle.text.replace("<br>", " ")
+    test_only = charts.merge_lambdas(merge_results("test")).layout.title.subtitle.text
+    assert "on the test images" in test_only.replace("<br>", " ")
+    figs = dict((cap, f) for cap, f in charts.report_figures(r))
+    assert text.CHART_CAPTIONS["merge"] in figs and text.CHART_CAPTIONS["curves"] not in figs
+
+
+def test_a_merges_offline_report_has_each_task_and_the_lambda_chart():
+    r = merge_results()
+    r["merge"]["tasks"][1]["title"] = HOSTILE
+    assert charts.merge_table(results()) == []
+    assert charts.merge_table(r)[0] == ["Quadrant", "trained head", "31.0 %", "99.0 %", "85.0 % [80.0 %, 90.0 %]"]
+    page = charts.report_html(r, "merge")
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "Each run's task in the merge (λ = 0.5)" in page
+    assert "<td>85.0 % [80.0 %, 90.0 %]</td>" in page and "What each λ kept" in page
+    assert "Accuracy during training" not in page

@@ -77,5 +77,21 @@ def test_a_merges_report_shows_each_task_next_to_its_own_run(tmp_path):
          "merged": 0.95, "run_mean_delta_zs_controls": -0.336}]}
     api.results_for[jid] = r
     facts = report.report_views(ctx, "local", api.get_job("local", jid), r)[0]
-    assert "| Quadrant | trained head | 40.0 % | 99.9 % | 95.0 % |" in facts and "merged (λ = 0.6)" in facts
+    assert "| Quadrant | trained head | 40.0\u00a0% | 99.9\u00a0% | 95.0\u00a0% |" in facts and "merged (λ = 0.6)" in facts
     assert "−33.6 (quadrant run)" in facts
+
+
+def test_a_merges_report_shows_the_lambda_chart_in_place_of_the_training_curves(tmp_path):
+    from . import samples
+
+    api = FakeApi(run_s=0.1)
+    ctx = AppContext(api=api, tmp_dir=tmp_path)
+    jid = _two_finished(api)[0]
+    job = api.get_job("local", jid)
+    # report_views: title, headline, cards, 3 charts, then curves column + chart, merge column + chart
+    plain = report.report_views(ctx, "local", job, samples.results())
+    assert plain[6].visible is True and plain[7].layout.title.text == "Accuracy during training"
+    assert plain[8].visible is False and plain[9] is None
+    merged = report.report_views(ctx, "local", job, samples.merge_results())
+    assert merged[6].visible is False and merged[7] is None  # no "no evaluations during training" chart
+    assert merged[8].visible is True and merged[9].layout.title.text == "What each λ kept"

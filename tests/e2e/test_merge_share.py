@@ -1,0 +1,66 @@
+"""New run → Merge runs in a real browser, on the shared fake-API server (its finished runs, no worker):
+pick two runs, queue the merge, follow it in Jobs and read its Report — the per-task table and the
+"What each λ kept" chart in place of the training curves, on a laptop and on a phone. (Report → Share is
+exercised on real finished runs at the end of test_browser.py's end-to-end test: ``share_the_report``.)
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .helpers import open_app, pick_option, shot
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def test_merge_two_finished_runs_and_read_what_each_lambda_kept(browser, finished_server):
+    from playwright.sync_api import expect
+
+    api, ids, url = finished_server.api, finished_server.ids, finished_server.url
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    open_app(page, url)
+    page.locator("#merge-runs").get_by_text("Merge runs").first.click()
+    picked = [ids["CE baseline"], ids["Weight anchor"]]
+    for jid in picked:  # by id: the labels end with it, and other titles start like these
+        pick_option(page, "merge-pick", jid[:8])
+    page.keyboard.press("Escape")
+    page.locator("#merge-start").click()
+
+    # Jobs opens with the merge selected; it finishes and its report opens from there.
+    summary = page.locator("#job-summary")
+    expect(summary).to_contain_text("merge (task arithmetic)", timeout=30_000)
+    assert [j for j in api.list_jobs("local") if j.method == "merge" and j.spec["merge"]["jobs"] == picked]
+    expect(page.locator("#jobs-table")).to_contain_text("merge (task arithmetic)")
+    expect(summary).to_contain_text("Done", timeout=60_000)
+    page.locator("#job-report").click()
+    facts = page.locator("#report-run")
+    expect(facts).to_contain_text("merge (task arithmetic)", timeout=30_000)
+    expect(facts.locator("table")).to_contain_text("its own run")  # each task: before / its own run / merged
+    expect(facts.locator("table")).to_contain_text("merged (λ = 0.5)")
+    chart = page.locator("#report-merge")
+    expect(chart.locator(".main-svg").first).to_be_visible(timeout=30_000)
+    expect(chart).to_contain_text("What each λ kept")
+    expect(chart).to_contain_text("kept: λ = 0.5")
+    expect(page.locator("#report-merge-col")).to_contain_text("need not be the highest point")  # its own caption
+    expect(page.locator("#report-curves")).to_be_hidden()  # no empty "during training" chart for a merge
+    shot(page, "merge-report")
+    assert not errors, errors
+
+    # A phone's width (the same page: loading another costs seconds on a busy machine): the chart and the
+    # task table fit the screen, the table scrolling sideways rather than breaking its numbers.
+    page.set_viewport_size({"width": 390, "height": 844})
+    for sel in ("#report-merge .main-svg", "#report-run table"):
+        expect(page.locator(sel).first).to_be_visible()
+        page.wait_for_function("""(sel) => { const b = document.querySelector(sel).getBoundingClientRect();
+                                             return b.left >= 0 && b.right <= 391; }""", arg=sel, timeout=15_000)
+    shot(page, "phone-merge-report")
+    lines = page.evaluate("""() => [...document.querySelectorAll('#report-run td, #report-run th')].map(c => {
+        const r = document.createRange(); r.selectNodeContents(c);
+        return [c.textContent, new Set([...r.getClientRects()].map(b => Math.round(b.top))).size]; })""")
+    numbers = [(cell, n) for cell, n in lines if "%" in cell]
+    assert numbers and all(n == 1 for _, n in numbers), lines  # "31.0 %" is never broken over two lines
