@@ -225,8 +225,15 @@ def consumer_classes(settings: Settings) -> tuple[type, type]:
             self.delay = self.default_delay
             try:
                 self.huey.execute(task, now)
-            except Exception:
-                self._logger.exception("Unhandled error during execution of task %s.", task.id)
+            except Exception as e:
+                message = outage(e, settings)
+                if message is None:
+                    self._logger.exception("Unhandled error during execution of task %s.", task.id)
+                else:
+                    # The queue went away during huey's bookkeeping around the task (its revoke flag, its result):
+                    # the job's own state is in the job store, and the reaper re-enqueues a job whose task never
+                    # ran, so this is an outage line like any other, not a traceback.
+                    self.stop_flag.wait(QUEUE.failed(message))
 
     class QueueScheduler(Scheduler):
         def loop(self, now=None):

@@ -96,6 +96,42 @@ def test_backoff_doubles_logs_once_per_round_and_is_kept_per_server(caplog, home
     assert store.failing and store.waiting
 
 
+def test_the_queue_going_away_around_a_task_is_an_outage_line_not_a_traceback(caplog, home, monkeypatch):
+    """Seen in a whole-suite run: Redis died just after a job finished, while huey was clearing the task's revoke
+    flag; the worker logged a traceback. Now it is the same one line (with back-off) as any queue outage."""
+    import redis
+
+    monkeypatch.setattr(servers, "QUEUE", servers.Backoff("the queue is", first=0.01))
+    worker_cls, _ = servers.consumer_classes(get_settings())
+
+    class Task:
+        id = "t1"
+
+    class FakeHuey:
+        class storage:
+            blocking = True
+
+        def __init__(self, error):
+            self.error = error
+
+        def dequeue(self):
+            return Task()
+
+        def execute(self, task, now):
+            raise self.error
+
+    caplog.set_level(logging.INFO)
+    gone = redis.exceptions.ConnectionError("Error while reading from 127.0.0.1:6379 : (104, 'Connection reset')")
+    worker_cls(FakeHuey(gone), threading.Event(), 0.1, 1.0, 1.15).loop()
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and not lines[0].exc_info
+    assert lines[0].getMessage().startswith("cannot reach the queue (") and "retrying in 0.01 s" in lines[0].getMessage()
+
+    caplog.clear()  # anything else is still a bug worth its traceback
+    worker_cls(FakeHuey(ValueError("a bug")), threading.Event(), 0.1, 1.0, 1.15).loop()
+    assert [r.levelno for r in caplog.records if r.exc_info] == [logging.ERROR]
+
+
 def test_the_compose_file_uses_real_settings_and_commands():
     """deploy/compose.yaml stays in step with the code: every LDIFS_ variable it sets is read somewhere,
     and its commands parse."""
