@@ -376,6 +376,7 @@ def budget_answer(search: Mapping[str, Any]) -> str:
     running = sum(t.get("state") in ("QUEUED", "RUNNING", "INTERRUPTED") for t in trials)
     lines = [f"**{text.md_escape(doc.get('sentence', ''))}**"]
     status = ("Search finished" if search.get("complete") else
+              "Search stopped by you; the best of the trials that finished" if search.get("stopped") else
               f"Search still running ({running} trial{'s' if running != 1 else ''} waiting or running); the answer "
               "so far")
     n = doc.get("n_finetunes", 0)

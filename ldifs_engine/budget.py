@@ -317,9 +317,9 @@ def dedupe_pretrained(cands: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def budget_document(spec: Any, trials: Sequence[tuple[str, Mapping[str, Any]]], *, complete: bool,
-                    wall_s: float | None = None) -> dict[str, Any]:
+                    wall_s: float | None = None, stopped: bool = False) -> dict[str, Any]:
     """The ``budget.json`` document (``ldifs.budget/1``) of a search whose finished trials are ``trials``
-    (run folder or job id, results)."""
+    (run folder or job id, results); ``stopped``: the user stopped the search before it was done."""
     b = spec.budget
     cands = dedupe_pretrained([c for run, res in trials for c in candidates(res, run, b)])
     for c in cands:
@@ -331,7 +331,7 @@ def budget_document(spec: Any, trials: Sequence[tuple[str, Mapping[str, Any]]], 
            "search": search_param(spec), "method": spec.method.name, "target": spec.data.target,
            "n_finetunes": len(trials), "n_early_stopped": sum(bool((r.get("training") or {}).get("stopped_early"))
                                                                for _, r in trials),
-           "full_grid_finetunes": full_grid_size(spec), "complete": complete, "wall_s": wall_s,
+           "full_grid_finetunes": full_grid_size(spec), "complete": complete, "stopped": stopped, "wall_s": wall_s,
            "target_acc_before": next(((r.get("target_head_acc") or {}).get("before") for _, r in trials), None)}
     doc["sentence"] = sentence(doc, _title(trials, spec.data.target), plain)
     return doc

@@ -60,6 +60,7 @@ __all__ = [
     "QuotaExceeded",
     "SpecError",
     "cancel",
+    "cancel_group",
     "catalog_backbones",
     "catalog_datasets",
     "catalog_methods",
@@ -217,12 +218,42 @@ def cancel(user: str, job_id: str, mode: str = "stop") -> JobView:
     return view
 
 
+def cancel_group(user: str, job_id: str, mode: str = "stop") -> list[str]:
+    """Stop every waiting and running job of ``job_id``'s group (its seeds, or a forgetting-budget search's
+    trials: that search is marked stopped first, so no trial ending meanwhile submits another, and its
+    answer becomes the best of the trials that finished). Returns the ids it stopped or cancelled."""
+    settings, store = _ctx()
+    rec = store.record(_user(user), job_id)
+    group = rec.get("group_id")
+    if not group:
+        raise InvalidState("this run is not part of a group (seeds or a forgetting-budget search)")
+    from .budget import advance, stop_search
+
+    searching = stop_search(settings, group)
+    stopped = []
+    for view in store.list_group(user, group):
+        if view.state in (QUEUED, INTERRUPTED, RUNNING):
+            try:
+                cancel(user, view.id, mode)
+                stopped.append(view.id)
+            except InvalidState:  # it ended between the list and the cancel
+                pass
+    if searching:
+        advance(settings, store, group)  # the stopped answer, also when nothing was left to cancel
+    return stopped
+
+
 def resume(user: str, job_id: str) -> JobView:
-    """Re-queue a CANCELLED / INTERRUPTED / FAILED job; it continues from its last complete checkpoint."""
+    """Re-queue a CANCELLED / INTERRUPTED / FAILED job; it continues from its last complete checkpoint.
+    Resuming a trial of a stopped forgetting-budget search lets the search go on."""
     settings, store = _ctx()
     rec = store.record(_user(user), job_id)
     has_ckpt = latest_checkpoint(Path(rec["run_dir"])) is not None
     view = store.requeue(user, job_id, max_queued=settings.max_queued_per_user, has_checkpoint=has_ckpt)
+    if view.group:
+        from .budget import reopen_search
+
+        reopen_search(settings, view.group)
     task_id = queue.enqueue_run_job(user, job_id, view.attempts, priority=view.priority)
     store.set_task_id(user, job_id, task_id)
     return store.get(user, job_id)

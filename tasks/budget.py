@@ -88,10 +88,39 @@ def _trials(store: JobStore, owner: str, group: str, spec: Any) -> list[dict[str
     return out
 
 
+STOPPED_MARK = "stopped"  # in budgets/<group>/: the user stopped the search; it submits no more trials
+
+
+def stop_search(settings: Settings, group: str) -> bool:
+    """Mark the group's search stopped (before its trials are cancelled, so a trial ending meanwhile does not
+    submit the next); False when the group is not a budget search."""
+    folder = group_dir(settings, group)
+    if not (folder / "search.json").is_file():
+        return False
+    atomic_write_json(folder / STOPPED_MARK, {"stopped": True})
+    return True
+
+
+def reopen_search(settings: Settings, group: str) -> bool:
+    """A trial of a stopped search was resumed: the search goes on (True when it had been stopped)."""
+    folder = group_dir(settings, group)
+    if not (folder / STOPPED_MARK).is_file():
+        return False
+    (folder / STOPPED_MARK).unlink(missing_ok=True)
+    (folder / "budget.json").unlink(missing_ok=True)  # the stopped answer; advance writes the real one
+    return True
+
+
 def advance(settings: Settings, store: JobStore, group: str) -> str:
-    """One step of the group's search: ``"waiting"``, ``"submitted N"`` or ``"done"`` (budget.json written)."""
+    """One step of the group's search: ``"waiting"``, ``"submitted N"``, ``"done"`` or ``"stopped"`` (those
+    two write budget.json: the answer, or the best of the trials finished when the user stopped it)."""
     owner, priority, spec = _search(settings, group)
     trials = _trials(store, owner, group, spec)
+    if (group_dir(settings, group) / STOPPED_MARK).is_file():
+        finished = [(t["id"], t["results"]) for t in trials if t["results"] is not None]
+        write_budget(group_dir(settings, group) / "budget.json",
+                     budget_document(spec, finished, complete=False, stopped=True))
+        return "stopped"
     known = {}
     for t in trials:
         if t["state"] == JOB_DONE:
@@ -186,4 +215,5 @@ def group_budget(settings: Settings, store: JobStore, owner: str, group: str) ->
     return {"group": group, "spec": spec.to_dict(), "search": search_param(spec), "document": doc,
             "recommended_spec": recommended_spec(spec.to_dict(), rec) if rec is not None else None,
             "complete": bool(doc.get("complete")) and final.is_file(),
+            "stopped": (group_dir(settings, group) / STOPPED_MARK).is_file(),
             "trials": [{k: t[k] for k in ("id", "state", "value", "title")} for t in trials]}

@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add("cancel", cmd_cancel, "Stop a job: queued jobs are dropped, running ones checkpoint and stop.")
     p.add_argument("id")
     p.add_argument("--kill", action="store_true", help="end the engine after the grace period, without waiting")
+    p.add_argument("--group", action="store_true",
+                   help="stop every waiting and running job of ID's group (its seeds, or a budget search: no more "
+                        "trials start)")
 
     p = add("resume", cmd_resume, "Queue a cancelled, interrupted or failed job to continue from its checkpoint.")
     p.add_argument("id")
@@ -157,10 +160,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    """ldifs cancel ID [--kill]"""
+    """ldifs cancel ID [--kill] [--group]"""
     from . import api
 
     user = _user(args)
+    if args.group:
+        ids = api.cancel_group(user, _resolve(user, args.id), mode="kill" if args.kill else "stop")
+        print(f"stopped {len(ids)} job(s) of the group" + "".join(f"\n{i}" for i in ids))
+        return 0
     v = api.cancel(user, _resolve(user, args.id), mode="kill" if args.kill else "stop")
     print(f"{v.id}: {v.state} — {v.message}")
     return 0

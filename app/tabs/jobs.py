@@ -159,26 +159,31 @@ def _stale(job: Any) -> bool:
 BUTTONS = (("stop", "Stop & save", "secondary", "Ask the run to save a checkpoint and stop; it can be resumed."),
            ("kill", "Kill", "stop", "Stop at once without saving (the last checkpoint is kept)."),
            ("cancel", "Cancel", "stop", "Remove this run from the queue."),
+           ("stop_group", "Stop the whole group", "stop",
+            "Stop every waiting and running run of this group: all its seeds, or a forgetting-budget search "
+            "(no more trials start; its answer becomes the best of the trials that finished)."),
            ("resume", "Resume", "primary", "Continue from the last checkpoint."),
            ("report", "Open report", "primary", "See what this run learned and forgot."),
            ("clone", "Edit a copy", "secondary", "Load this run's settings into New run."))
 
 
-def button_states(state: str | None) -> dict[str, bool]:
-    """Which controls make sense for a job in ``state`` (derived from the record, never UI memory)."""
+def button_states(state: str | None, grouped: bool = False) -> dict[str, bool]:
+    """Which controls make sense for a job in ``state`` (derived from the record, never UI memory);
+    ``grouped``: the job is one of a group (seeds, a budget search's trials)."""
     return {
         "stop": state == RUNNING,
         "kill": state == RUNNING,
         "cancel": state == QUEUED,
+        "stop_group": grouped and state in (QUEUED, RUNNING),
         "resume": state in (*STOPPED, FAILED),
         "report": state == DONE,
         "clone": state is not None,
     }
 
 
-def button_help(state: str | None) -> str:
+def button_help(state: str | None, grouped: bool = False) -> str:
     """One line per control that is visible for this state."""
-    vis = button_states(state)
+    vis = button_states(state, grouped)
     return "\n".join(f"- **{label}**: {tip}" for key, label, _v, tip in BUTTONS if vis[key])
 
 
@@ -299,11 +304,11 @@ def panel_updates(ctx: AppContext, user: str, job_id: str | None, smooth: float,
     job = ctx.api.get_job(user, job_id)
     names = Names.load(ctx.api, user)
     pts, _ = _points(ctx, user, job_id, {})
-    vis = button_states(job.state)
+    vis = button_states(job.state, bool(job.group))
     cache = {"job": job_id, "points": pts, "sig": _signature(job)}
     return ([gr.Group(visible=True), job_summary(job, names), progress_html(job),
              charts.live_training(pts, smooth, logy), _logs(ctx, user, job_id),
-             forms.spec_yaml(forms.canonical(job.spec)), button_help(job.state)]
+             forms.spec_yaml(forms.canonical(job.spec)), button_help(job.state, bool(job.group))]
             + [gr.Button(visible=vis[k]) for k, *_ in BUTTONS] + [cache])
 
 
@@ -336,11 +341,11 @@ def tick(ctx: AppContext, n_panel: int, flt_v: str, job_id: str | None, cache_v:
     changed = _signature(job) != tuple(cache_v.get("sig") or ())
     if not got_new and not changed:
         return out + [gr.skip()] * n_panel + [new_cache]
-    vis = button_states(job.state)
+    vis = button_states(job.state, bool(job.group))
     old_state = (cache_v.get("sig") or [None])[0]
     new_cache.update(points=pts, sig=_signature(job))
     return out + [gr.skip(), job_summary(job, names), progress_html(job), charts.live_training(pts, smooth, logy),
-                  _logs(ctx, user, job_id), gr.skip(), button_help(job.state) if job.state != old_state else gr.skip()] + \
+                  _logs(ctx, user, job_id), gr.skip(), button_help(job.state, bool(job.group)) if job.state != old_state else gr.skip()] + \
         [gr.Button(visible=vis[k]) for k, *_ in BUTTONS] + [new_cache]
 
 
@@ -373,7 +378,8 @@ def row_to_id(evt: gr.SelectData, ids_v: list) -> Any:
 
 
 ACTION_INFO = {"stop": "Stop requested: the run saves a checkpoint and stops.", "kill": "Kill requested.",
-               "cancel": "Removed from the queue.", "resume": "Resuming from the last checkpoint."}
+               "cancel": "Removed from the queue.", "resume": "Resuming from the last checkpoint.",
+               "stop_group": "Stopping the group: {n} run(s) cancelled or asked to save a checkpoint and stop."}
 
 
 @user_errors
@@ -382,11 +388,14 @@ def act(ctx: AppContext, kind: str, job_id: str | None, smooth: float, logy: boo
     user = ctx.user(request)
     if not job_id:
         raise gr.Error("Select a run first.")
+    n = 0
     if kind == "resume":
         ctx.api.resume(user, job_id)
+    elif kind == "stop_group":
+        n = len(ctx.api.cancel_group(user, job_id))
     else:
         ctx.api.cancel(user, job_id, mode="kill" if kind == "kill" else "stop")
-    gr.Info(ACTION_INFO[kind])
+    gr.Info(ACTION_INFO[kind].format(n=n))
     return panel_updates(ctx, user, job_id, smooth, logy)
 
 
@@ -415,7 +424,7 @@ def wire(ctx: AppContext, nav: Any, tab: JobsTab) -> None:
     gr.on([tab.smoothing.release, tab.log_y.input], replot, [tab.cache, tab.smoothing, tab.log_y], tab.plot,
           api_name="jobs_replot", show_progress="hidden", **PRIVATE)
     tab.table.select(row_to_id, tab.ids, tab.picker, api_name="jobs_row", **PRIVATE)
-    for kind in ("stop", "kill", "cancel", "resume"):
+    for kind in ("stop", "kill", "cancel", "stop_group", "resume"):
         tab.buttons[kind].click(bind(act, ctx, kind), [tab.picker, tab.smoothing, tab.log_y], panel_out,
                                 api_name=f"jobs_{kind}", concurrency_limit=4, **PRIVATE)
     tab.buttons["clone"].click(bind(clone, ctx), tab.picker, [nav.tabs, nav.clone_spec], api_name="jobs_clone",

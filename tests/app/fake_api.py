@@ -144,6 +144,14 @@ class FakeApi:
         self.jobs[job_id] = j
         return j
 
+    def cancel_group(self, user: str, job_id: str, mode: str = "stop") -> list[str]:
+        group = self._own(user, job_id).group
+        if not group:
+            raise InvalidState("this run is not part of a group (seeds or a forgetting-budget search)")
+        ids = [j.id for j in self.jobs.values() if j.owner == user and j.group == group
+               and self._advance(j).state in ("QUEUED", "RUNNING")]
+        return [self.cancel(user, i, mode).id for i in ids]
+
     def resume(self, user: str, job_id: str) -> JobView:
         j = self._own(user, job_id)
         if j.state not in ("CANCELLED", "INTERRUPTED", "FAILED"):

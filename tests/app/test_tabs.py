@@ -1,6 +1,8 @@
 """Pure helpers of the tabs: tables, choices, progress, button states, escaping."""
 from __future__ import annotations
 
+import pytest
+
 from app.tabs import compare, datasets, jobs, new_run, report
 
 from .fake_api import FakeApi, job_view
@@ -30,8 +32,11 @@ def test_job_summary_escapes():
 
 
 def test_button_states_follow_the_record():
-    assert jobs.button_states("RUNNING") == {"stop": True, "kill": True, "cancel": False, "resume": False,
-                                              "report": False, "clone": True}
+    assert jobs.button_states("RUNNING") == {"stop": True, "kill": True, "cancel": False, "stop_group": False,
+                                              "resume": False, "report": False, "clone": True}
+    assert jobs.button_states("QUEUED", grouped=True)["stop_group"] and jobs.button_states("RUNNING", True)["stop_group"]
+    assert not jobs.button_states("DONE", grouped=True)["stop_group"]
+    assert "Stop the whole group" in jobs.button_help("QUEUED", True) and "group" not in jobs.button_help("QUEUED")
     assert jobs.button_states("QUEUED")["cancel"] and not jobs.button_states("QUEUED")["stop"]
     assert jobs.button_states("INTERRUPTED")["resume"] and jobs.button_states("DONE")["report"]
     assert "Resume" in jobs.button_help("CANCELLED") and "Kill" not in jobs.button_help("CANCELLED")
@@ -224,3 +229,25 @@ def test_the_verdict_says_how_much_less_than_ce_it_forgot_and_whether_that_is_no
 
     assert "difference from plain fine-tuning is within noise" in story.reference_sentence(
         res, api.get_results("local", ids["ce"]), d)
+
+
+def test_stop_the_whole_group_stops_every_waiting_run_of_it(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import gradio as gr
+
+    from app.context import AppContext
+
+    api = FakeApi(run_s=60)
+    ids = [api.submit("local", {"name": f"seed {i}", "data": {"target": "quadrant"}, "optim": {"steps": 10}}) for i in range(3)]
+    for i in ids:
+        api.jobs[i] = replace(api.jobs[i], group="g1")
+    other = api.submit("local", {"name": "alone", "data": {"target": "quadrant"}, "optim": {"steps": 10}})
+    monkeypatch.setattr(gr, "Info", lambda msg: None)
+    ctx = AppContext(api=api, tmp_dir=tmp_path)
+    out = jobs.act(ctx, "stop_group", ids[1], 0.6, False, None)
+    assert {api.get_job("local", i).state for i in ids} == {"CANCELLED"}
+    assert api.get_job("local", other).state in ("QUEUED", "RUNNING")  # not of the group
+    assert "Stop the whole group" not in out[6]  # the panel's help follows the new state
+    with pytest.raises(gr.Error, match="not part of a group"):
+        jobs.act(ctx, "stop_group", other, 0.6, False, None)

@@ -61,3 +61,36 @@ def test_a_cancelled_trial_is_left_out_and_the_search_goes_on(manual):
     queue.run_pending()
     out = api.budget_results("alice", group)
     assert out["complete"] and all(c["run"] != plain.id for c in out["document"]["candidates"])
+
+
+def test_stopping_the_group_stops_the_search_and_resuming_a_trial_goes_on(manual):
+    """Cancelling trials one by one cannot stop a search (each cancel lets it submit the next); stopping the
+    group marks the search stopped first, cancels every waiting trial, and the answer is the best finished."""
+    group = _group(api.submit("alice", BUDGET_SPEC))
+    first = next(j for j in api.list_jobs("alice") if j.group == group and j.spec["method"]["params"]["alpha"] == 10)
+    queue.run_pending(limit=2)  # two trials finish, three wait
+    before = {j.id: j.state for j in api.list_jobs("alice") if j.group == group}
+    assert sorted(before.values()) == ["DONE", "DONE", "QUEUED", "QUEUED", "QUEUED"]
+
+    stopped = api.cancel_group("alice", first.id)
+    after = {j.id: j.state for j in api.list_jobs("alice") if j.group == group}
+    assert sorted(stopped) == sorted(i for i, s in before.items() if s == "QUEUED")
+    assert len(after) == 5 and sorted(after.values()) == ["CANCELLED"] * 3 + ["DONE"] * 2  # nothing new submitted
+    queue.run_pending()  # their revoked queue messages are dropped: nothing runs, nothing is submitted
+    assert {j.id: j.state for j in api.list_jobs("alice") if j.group == group} == after
+    out = api.budget_results("alice", group)
+    doc = out["document"]
+    assert out["stopped"] and not out["complete"] and doc["stopped"] and doc["n_finetunes"] == 2
+    assert doc["recommended"]["run"] in {i for i, s in before.items() if s == "DONE"}
+    with pytest.raises(api.JobNotFound):
+        api.cancel_group("bob", first.id)
+    with pytest.raises(api.InvalidState, match="not part of a group"):
+        api.cancel_group("alice", api.submit("alice", {"name": "single", "optim": {"steps": 2, "batch_size": 8}}))
+
+    cancelled = next(i for i, s in after.items() if s == "CANCELLED")
+    api.resume("alice", cancelled)  # the user changes their mind: the search goes on from there
+    queue.run_pending()
+    out = api.budget_results("alice", group)
+    assert out["complete"] and not out["stopped"] and not out["document"]["stopped"]
+    states = [t["state"] for t in out["trials"]]  # the two still cancelled are left out, as any cancelled trial
+    assert states.count("CANCELLED") == 2 and set(states) == {"DONE", "CANCELLED"} and len(states) > 5

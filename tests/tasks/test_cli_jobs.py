@@ -51,6 +51,21 @@ def test_cancel_and_resume(manual, capsys, spec_file):
     assert code == 0 and "QUEUED" in out
 
 
+def test_cancel_group_stops_every_seed(manual, capsys, tmp_path):
+    p = tmp_path / "seeds.yaml"
+    p.write_text(yaml.safe_dump({**spec(), "seeds": [0, 1, 2]}))
+    from tasks import api
+
+    _, out, _ = run(capsys, "submit", str(p), "--user", "alice")
+    group = api.get_job("alice", out.strip()).group
+    ids = [j.id for j in api.list_jobs("alice") if j.group == group]
+    assert len(ids) == 3
+    code, out, _ = run(capsys, "cancel", ids[0][:8], "--group", "--user", "alice")
+    assert code == 0 and out.startswith("stopped 3 job(s) of the group") and set(out.splitlines()[1:]) == set(ids)
+    code, out, err = run(capsys, "cancel", ids[0], "--group", "--user", "alice")  # nothing left to stop
+    assert code == 0 and out.startswith("stopped 0 job(s)")
+
+
 @pytest.mark.parametrize("argv, code, needle", [
     (["status", "0123456789abcdef0123456789abcdef"], 1, "no job"),
     (["status", "abc"], 1, "at least 6"),
