@@ -93,21 +93,39 @@ def download_url(request: gr.Request | None, user: str, path: str | os.PathLike,
     return root.rstrip("/") + rel
 
 
+def _private_link(value: Any) -> FileData | None:
+    """A ``download_url`` link as the FileData the browser fetches itself (None for anything else)."""
+    if isinstance(value, str) and value.startswith(("http://", "https://")) and ROUTE in value:
+        return FileData(path=value, url=value, orig_name=value.rsplit("/", 1)[-1])
+    return None
+
+
+def _serve_private_links() -> None:
+    """Every ``DownloadButton`` hands a ``download_url`` link to the browser as is (once per process).
+
+    On the class, not on one button: an update that a handler returns (``gr.DownloadButton(value=link,
+    visible=True)``) makes gradio re-create the button from its constructor arguments, and a patch on the
+    first instance was lost — gradio then fetched the link itself, was refused ("Hostname 127.0.0.1 failed
+    validation") and Prepare model card / Prepare checkpoint never offered a download. Only links to this
+    app's own route are affected; any other value goes through gradio's own postprocess."""
+    plain = gr.DownloadButton.postprocess
+    if getattr(plain, "_ldifs_private_links", False):
+        return
+
+    def postprocess(self: gr.DownloadButton, value: str | Path | None) -> FileData | None:
+        return _private_link(value) or plain(self, value)
+
+    postprocess._ldifs_private_links = True  # type: ignore[attr-defined]
+    gr.DownloadButton.postprocess = postprocess  # type: ignore[method-assign]
+
+
 def PrivateDownloadButton(*args: Any, **kwargs: Any) -> gr.DownloadButton:  # noqa: N802 — used like a component
     """A ``DownloadButton`` whose value may be a ``download_url`` link: the browser fetches it from the
     guard's route (user-checked); gradio neither copies it into its cache nor fetches it itself.
 
     A factory, not a subclass: gradio writes a ``.pyi`` stub next to any module that subclasses a component."""
-    button = gr.DownloadButton(*args, **kwargs)
-    plain = button.postprocess
-
-    def postprocess(value: str | Path | None) -> FileData | None:
-        if isinstance(value, str) and value.startswith(("http://", "https://")) and ROUTE in value:
-            return FileData(path=value, url=value, orig_name=value.rsplit("/", 1)[-1])
-        return plain(value)
-
-    button.postprocess = postprocess  # type: ignore[method-assign]
-    return button
+    _serve_private_links()
+    return gr.DownloadButton(*args, **kwargs)
 
 
 # ---- the guard -------------------------------------------------------------------------------------------

@@ -95,3 +95,24 @@ def test_a_merges_report_shows_the_lambda_chart_in_place_of_the_training_curves(
     merged = report.report_views(ctx, "local", job, samples.merge_results())
     assert merged[6].visible is False and merged[7] is None  # no "no evaluations during training" chart
     assert merged[8].visible is True and merged[9].layout.title.text == "What each λ kept"
+
+
+def test_a_download_link_returned_as_an_update_reaches_the_browser_untouched(tmp_path):
+    """Prepare model card / checkpoint return ``gr.DownloadButton(value=link, visible=True)``. gradio makes
+    a new button from the constructor arguments for such an update and moves its value "to the cache":
+    the link must come out as a URL for the browser, never fetched by the server (it was, and gradio
+    refused 127.0.0.1, so no download was ever offered)."""
+    import asyncio
+
+    from gradio import processing_utils
+    from gradio.blocks import postprocess_update_dict
+
+    from app.downloads import PrivateDownloadButton, download_url
+
+    button = PrivateDownloadButton("Download model card", visible=False)
+    (tmp_path / "card.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    link = "http://127.0.0.1:7860" + download_url(None, "local", tmp_path / "card.zip")
+    fresh = type(button)(**{**button.constructor_args, "visible": True, "render": False})  # as gradio does
+    out = postprocess_update_dict(block=fresh, update_dict={"value": link, "visible": True})
+    sent = asyncio.run(processing_utils.async_move_files_to_cache(out["value"], fresh, postprocess=True))
+    assert sent["url"] == link

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,42 @@ def _class_folder_zip(tmp_path: Path) -> Path:
     return path
 
 
-def test_queue_watch_and_read_the_report(fast_env, browser, tmp_path):
+def share_the_report(page) -> None:
+    """Report → Share on a real finished run (shown in the Report): the model card downloads as a zip whose
+    README.md has front matter the Hub's ModelCard parses, with the run's numbers; Push with no token on
+    the server answers with one line naming `ldifs card`."""
+    import json
+
+    from huggingface_hub import ModelCard
     from playwright.sync_api import expect
+
+    page.locator("#card-prepare").click()
+    expect(page.locator("#dl-card")).to_be_visible(timeout=60_000)
+    with page.expect_download() as dl:
+        page.locator("#dl-card").click()
+    assert "/ldifs/download/" in dl.value.url and dl.value.suggested_filename.endswith("-model-card.zip")
+    with zipfile.ZipFile(dl.value.path()) as z:
+        assert {"README.md", "open_clip_model.safetensors", "open_clip_config.json", "results.json"} <= set(z.namelist())
+        readme, results = z.read("README.md").decode("utf-8"), json.loads(z.read("results.json"))
+    assert readme.startswith("---\n")
+    card = ModelCard(readme)  # the Hub's own parser: the YAML front matter is valid
+    head = {r.metric_name: r.metric_value for r in card.data.eval_results if r.dataset_type == results["target"]}
+    assert head["Accuracy after fine-tuning"] == round(100 * results["target_head_acc"]["after"], 2)
+
+    page.locator("#push-repo input, #push-repo textarea").first.fill("someone/clip-quadrant")
+    page.locator("#push-start").click()
+    status = page.locator("#push-status")
+    expect(status).to_contain_text("ldifs card", timeout=30_000)
+    assert "\n" not in status.inner_text().strip()  # one line
+    expect(page.get_by_role("tab", name="Report")).to_have_attribute("aria-selected", "true")  # nothing queued
+
+
+def test_queue_watch_and_read_the_report(fast_env, browser, tmp_path, monkeypatch):
+    import huggingface_hub
+    from playwright.sync_api import expect
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # no token on this server: Push must say what to do instead
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
 
     with serve(poll_s=0.5) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -98,7 +133,14 @@ def test_queue_watch_and_read_the_report(fast_env, browser, tmp_path):
             page.locator("#dl-csv").click()
         assert "/ldifs/download/" in dl.value.url
         assert Path(dl.value.path()).read_text(encoding="utf-8").startswith("dataset,role,metric")
+        page.locator("#ckpt-prepare").click()  # the weights, zipped: offered once ready (it never was)
+        expect(page.locator("#dl-ckpt")).to_be_visible(timeout=60_000)
+        with page.expect_download() as dl:
+            page.locator("#dl-ckpt").click()
+        with zipfile.ZipFile(dl.value.path()) as z:
+            assert any(n.endswith(".safetensors") for n in z.namelist()), z.namelist()
         shot(page, "report")
+        share_the_report(page)
 
         page.get_by_role("tab", name="Compare").click()
         expect(page.locator("#compare-scatter .js-plotly-plot .main-svg").first).to_be_visible(timeout=30_000)
