@@ -787,7 +787,8 @@ def report_html(results: Mapping[str, Any], run_label: str = "", reference: Mapp
                          for row in merge_table(results))
         lam = _num((results.get("merge") or {}).get("chosen_lambda"))
         merge = (f"<h2>Each run's task in the merge{'' if lam is None else f' (λ = {lam:g})'}</h2><table><thead><tr>"
-                 f"{m_head}</tr></thead><tbody>{m_body}</tbody></table>")
+                 f"{m_head}</tr></thead><tbody>{m_body}</tbody></table>"
+                 f"<p>{story.merge_forgetting(results, html_escape)}</p>")
     spec = results.get("spec") or {}
     title = run_label or spec.get("name") or f"{results.get('method', '')} on {results.get('target', '')}"
     timing = results.get("timing") or {}

@@ -217,6 +217,19 @@ def _forgetting_clause(results: Mapping[str, Any], em) -> str:
     return clause
 
 
+def merge_forgetting(results: Mapping[str, Any], esc: Any = md_escape) -> str:
+    """A merge's forgetting next to each of its runs' (each over its own controls), and where λ was chosen;
+    ``esc`` escapes the names for the markup (Markdown by default). Empty for anything that is not a merge."""
+    m = results.get("merge")
+    if not isinstance(m, Mapping) or not m.get("tasks"):
+        return ""
+    own = ", ".join(f"{points(t.get('run_mean_delta_zs_controls'))} ({esc(t.get('dataset'))} run)"
+                    for t in m["tasks"] if isinstance(t, Mapping))
+    merged = points((results.get("summary") or {}).get("mean_delta_zs_controls"))
+    return (f"Mean zero-shot change on the controls: {merged} points for the merge; {own} in the runs (each over "
+            f"its own controls). λ chosen on {esc(m.get('selected_on'))} images.")
+
+
 def _merge_clause(merge: Mapping[str, Any], em) -> str:
     """'Merging the runs on *Quadrant* and *Count* (task arithmetic, λ = 0.4): their classifiers score 95 %
     and 90 % on the merged model (100 % and 98 % in their own runs)'."""

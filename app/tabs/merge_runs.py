@@ -6,7 +6,7 @@ from typing import Any
 
 import gradio as gr
 
-from .. import text
+from .. import story, text
 from ..context import AppContext, user_errors
 from .common import DONE, PRIVATE, Names, bind
 
@@ -72,12 +72,7 @@ def merge_summary(results: Any) -> str:
     for t in m["tasks"]:
         rows.append(f"| {text.md_escape(t.get('title') or t.get('dataset'))} | {text.md_escape(t.get('classifier'))} "
                     f"| {pct(t.get('before'))} | {pct(t.get('run_after'))} | {pct(t.get('merged'))} |")
-    own = ", ".join(f"{text.points(t.get('run_mean_delta_zs_controls'))} ({text.md_escape(t.get('dataset'))} run)"
-                    for t in m["tasks"])
-    merged = text.points((results.get("summary") or {}).get("mean_delta_zs_controls"))
-    return ("\n".join(rows) + f"\n\nMean zero-shot change on the controls: {merged} points for the merge; "
-            f"{own} in the runs (each over its own controls). λ chosen on {text.md_escape(m.get('selected_on'))} "
-            "images.")
+    return "\n".join(rows) + "\n\n" + story.merge_forgetting(results)
 
 
 @user_errors

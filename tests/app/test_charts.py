@@ -324,3 +324,4 @@ def test_a_merges_offline_report_has_each_task_and_the_lambda_chart():
     assert "Each run's task in the merge (λ = 0.5)" in page
     assert "<td>85.0 % [80.0 %, 90.0 %]</td>" in page and "What each λ kept" in page
     assert "Accuracy during training" not in page
+    assert "−4.2 points for the merge; −30.0 (quadrant run), −20.0 (count run) in the runs" in page
