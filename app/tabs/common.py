@@ -64,6 +64,8 @@ class Names:
         k = str(key or "")
         if k in self.datasets:
             return self.datasets[k]
+        if " + " in k:  # a merge's targets, joined by the service layer
+            return " + ".join(self.dataset(part) for part in k.split(" + "))
         return "your upload" if k.startswith("upload:") else k
 
     def method(self, name: Any) -> str:
@@ -72,15 +74,20 @@ class Names:
     def title(self, job: Any) -> str:
         """A job's title; the generated ``"ldifs on upload:…"`` becomes ``"LDIFS on Cats and dogs"``."""
         raw = str(getattr(job, "title", "") or "")
-        generated = f"{getattr(job, 'method', '')} on {getattr(job, 'target', '')}"
+        target = str(getattr(job, "target", "") or "")
+        generated = f"{getattr(job, 'method', '')} on {target}"
         if not raw or raw == generated:
             return f"{self.method(job.method)} on {self.dataset(job.target)}"
+        if getattr(job, "method", "") == "merge" and target and raw.endswith(f" of {target}"):
+            return raw[: -len(target)] + self.dataset(target)  # "merge (…) of Position (quadrant) + Object count"
         return raw
 
     def run_label(self, job: Any) -> str:
         """The label of a finished run in the Report and Compare lists."""
         title, what = self.title(job), f"{self.method(job.method)} on {self.dataset(job.target)}"
-        return f"{title} · {str(job.id)[:8]}" if title == what else f"{title} · {what} · {str(job.id)[:8]}"
+        if title == what or (job.method == "merge" and title.endswith(f" of {self.dataset(job.target)}")):
+            return f"{title} · {str(job.id)[:8]}"
+        return f"{title} · {what} · {str(job.id)[:8]}"
 
     def run_choices(self, jobs: Iterable[Any]) -> list[tuple[str, str]]:
         return [(self.run_label(j), str(j.id)) for j in jobs]

@@ -147,6 +147,19 @@ def test_uploads_are_shown_by_their_names():
     assert "upload:" not in names.run_label(job).split(" · ")[0]
 
 
+def test_a_merge_is_named_by_its_tasks_titles():
+    from app.tabs.common import Names
+
+    names = Names.load(FakeApi(), "u")
+    job = _job(title="merge (task arithmetic) of quadrant + count", method="merge", target="quadrant + count",
+               id="abcdef0123456789")
+    assert names.title(job) == "merge (task arithmetic) of Position (quadrant) + Object count"
+    assert names.run_label(job) == "merge (task arithmetic) of Position (quadrant) + Object count · abcdef01"
+    assert jobs.jobs_table([job], names)[0][5] == "Position (quadrant) + Object count"
+    named = _job(title="My merge", method="merge", target="quadrant + count", id="abcdef0123456789")
+    assert names.title(named) == "My merge"  # a name the user gave is kept
+
+
 def test_compare_shows_mean_and_sd_of_a_seed_group():
     from app.charts import RunEntry
 

@@ -33,7 +33,7 @@ def test_merge_two_finished_runs_and_read_what_each_lambda_kept(browser, finishe
 
     # Jobs opens with the merge selected; it finishes and its report opens from there.
     summary = page.locator("#job-summary")
-    expect(summary).to_contain_text("merge (task arithmetic)", timeout=30_000)
+    expect(summary).to_contain_text("merge (task arithmetic) of Position (quadrant)", timeout=30_000)  # titles
     assert [j for j in api.list_jobs("local") if j.method == "merge" and j.spec["merge"]["jobs"] == picked]
     expect(page.locator("#jobs-table")).to_contain_text("merge (task arithmetic)")
     expect(summary).to_contain_text("Done", timeout=60_000)
@@ -58,6 +58,9 @@ def test_merge_two_finished_runs_and_read_what_each_lambda_kept(browser, finishe
         expect(page.locator(sel).first).to_be_visible()
         page.wait_for_function("""(sel) => { const b = document.querySelector(sel).getBoundingClientRect();
                                              return b.left >= 0 && b.right <= 391; }""", arg=sel, timeout=15_000)
+    # the run picker takes the screen's width (beside its Refresh button it cut the run's name short)
+    page.wait_for_function("() => document.getElementById('report-picker').getBoundingClientRect().width > 300",
+                           timeout=15_000)
     shot(page, "phone-merge-report")
     lines = page.evaluate("""() => [...document.querySelectorAll('#report-run td, #report-run th')].map(c => {
         const r = document.createRange(); r.selectNodeContents(c);
