@@ -101,7 +101,9 @@ def _change(v: Any, ci: Any) -> str:
     return s
 
 
-TABLE_HEAD = ("Dataset", "Role", "Zero-shot before", "Zero-shot after", "Zero-shot change [95 % CI]",
+# "Before/After" are the trained classifier's accuracy on a "(trained classifier)" row, zero-shot on the others
+# (headed "Zero-shot …", the classifier's row read as a zero-shot number).
+TABLE_HEAD = ("Dataset", "Role", "Before", "After", "Change [95 % CI]",
               "Linear probe before", "Linear probe after", "Linear probe change [95 % CI]")
 
 
@@ -219,6 +221,9 @@ def card_text(results: Mapping[str, Any], *, name: str, headline: str | None, re
     parts = [f"---\n{fm}---", f"# {name}", headline or "",
              _about(results),
              "## What it gained and what it forgot",
+             "*Before* / *After*: the trained classifier's accuracy on a row marked *(trained classifier)*, "
+             "zero-shot accuracy (text prompts alone) on the others; the linear probe is a fresh linear classifier "
+             "fitted on the image features. "
              "Accuracy in %, changes in points with their 95 % intervals (Wilson for accuracies, paired bootstrap "
              "over the same test images for changes); — = not measured, or not measurable (see `zs_note` in "
              "`results.json`). *target* = the task fine-tuned on, *control* = a dataset it was not trained on: "

@@ -43,7 +43,9 @@ def test_front_matter_parses_and_the_table_equals_results(card):
     assert "Fine-tuning on *quadrant* did things." in mc.text and 'hf-hub:alice/quadrant-ce' in mc.text
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in mc.text.splitlines()
             if line.startswith("| ") and not line.startswith("| Dataset")]
-    assert rows[0][2:4] == [_pct(th["before"]), _pct(th["after"])]
+    assert rows[0][0].endswith("(trained classifier)") and rows[0][2:4] == [_pct(th["before"]), _pct(th["after"])]
+    head = next(line for line in mc.text.splitlines() if line.startswith("| Dataset"))
+    assert "Zero-shot before" not in head  # the classifier's row is not under a zero-shot heading
     by_title = {r[0]: r for r in rows[1:]}
     for key, d in results["datasets"].items():
         row = by_title[d["title"]]
