@@ -42,7 +42,7 @@ def layout() -> MergeSection:
             method = gr.Radio(choices=METHODS, value="task_arithmetic", label="Method", elem_id="merge-method")
             lambdas = gr.Textbox(value=DEFAULT_GRID, label="λ grid (comma-separated, 0 to 2)", elem_id="merge-lambdas")
             keep = gr.Number(value=0.2, minimum=0.01, maximum=1.0, label="TIES: share of each task vector kept",
-                             elem_id="merge-keep")
+                             visible=False, elem_id="merge-keep")  # shown when TIES is picked
         with gr.Row():
             name = gr.Textbox(value="", label="Name (optional)", max_length=120, elem_id="merge-name")
             start = gr.Button("Queue the merge", variant="primary", elem_id="merge-start")
@@ -75,6 +75,11 @@ def merge_summary(results: Any) -> str:
     return "\n".join(rows) + "\n\n" + story.merge_forgetting(results)
 
 
+def keep_field(method: str) -> Any:
+    """TIES' share kept is a setting of TIES only: shown when TIES is picked."""
+    return gr.Number(visible=method == "ties")
+
+
 @user_errors
 def refresh_choices(ctx: AppContext, current: Any, request: gr.Request) -> Any:
     user = ctx.user(request)
@@ -89,9 +94,10 @@ def on_merge(ctx: AppContext, runs: Any, method: str, lambdas: str, keep: Any, n
              request: gr.Request) -> tuple:
     """Queue the merge (owner-checked by the service layer) and go to Jobs."""
     user = ctx.user(request)
-    job_id = ctx.api.submit_merge(user, list(runs or []), method=method or "task_arithmetic",
-                                  lambdas=(lambdas or "").strip() or None,
-                                  ties_keep=float(keep) if keep not in (None, "") else None, name=(name or "").strip() or None)
+    method = method or "task_arithmetic"
+    ties = method == "ties" and keep not in (None, "")  # a hidden TIES field never refuses task arithmetic
+    job_id = ctx.api.submit_merge(user, list(runs or []), method=method, lambdas=(lambdas or "").strip() or None,
+                                  ties_keep=float(keep) if ties else None, name=(name or "").strip() or None)
     gr.Info("Merge queued. Follow it in Jobs; its report appears in Report when it finishes.")
     return f"Queued merge `{text.md_escape(job_id[:8])}`.", gr.Tabs(selected="jobs"), job_id
 
@@ -100,6 +106,8 @@ def wire(ctx: AppContext, nav: Any, section: MergeSection) -> None:
     refresh = bind(refresh_choices, ctx)
     section.refresh.click(refresh, section.runs, section.runs, api_name="merge_refresh", **PRIVATE)
     nav.demo.load(refresh, section.runs, section.runs, api_name="merge_load", show_progress="hidden", **PRIVATE)
+    section.method.change(keep_field, section.method, section.keep, api_name="merge_method", show_progress="hidden",
+                          **PRIVATE)
     section.start.click(bind(on_merge, ctx), [section.runs, section.method, section.lambdas, section.keep,
                                               section.name], [section.status, nav.tabs, nav.focus_job],
                         api_name="merge_start", **PRIVATE)

@@ -116,3 +116,8 @@ def test_a_download_link_returned_as_an_update_reaches_the_browser_untouched(tmp
     out = postprocess_update_dict(block=fresh, update_dict={"value": link, "visible": True})
     sent = asyncio.run(processing_utils.async_move_files_to_cache(out["value"], fresh, postprocess=True))
     assert sent["url"] == link
+
+
+def test_the_ties_share_is_asked_for_only_when_ties_is_picked():
+    assert merge_runs.keep_field("ties").constructor_args["visible"] is True
+    assert merge_runs.keep_field("task_arithmetic").constructor_args["visible"] is False

@@ -29,6 +29,12 @@ def test_merge_two_finished_runs_and_read_what_each_lambda_kept(browser, finishe
     for jid in picked:  # by id: the labels end with it, and other titles start like these
         pick_option(page, "merge-pick", jid[:8])
     page.keyboard.press("Escape")
+    keep = page.locator("#merge-keep")
+    expect(keep).to_be_hidden()  # TIES' share kept is asked for only when TIES is picked
+    page.locator("#merge-method").get_by_text("TIES").click()
+    expect(keep).to_be_visible(timeout=15_000)
+    page.locator("#merge-method").get_by_text("Task arithmetic").click()
+    expect(keep).to_be_hidden(timeout=15_000)
     page.locator("#merge-start").click()
 
     # Jobs opens with the merge selected; it finishes and its report opens from there.
