@@ -763,6 +763,11 @@ def report_figures(results: Mapping[str, Any]) -> list[tuple[str, go.Figure]]:
     return figs
 
 
+def _cell(value: Any) -> str:
+    """A table cell of the HTML report: escaped, "31.0 %" kept on one line (a phone broke it before the %)."""
+    return html_escape(value).replace(" %", "&nbsp;%")
+
+
 def report_html(results: Mapping[str, Any], run_label: str = "", reference: Mapping[str, Any] | None = None,
                 difference: Mapping[str, Any] | None = None) -> str:
     """A self-contained HTML report (plotly.js inlined once, so it opens offline): headline, the
@@ -774,7 +779,7 @@ def report_html(results: Mapping[str, Any], run_label: str = "", reference: Mapp
         parts.append(fig.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False}))
         first = False
     head = "".join(f"<th>{html_escape(c)}</th>" for c in REPORT_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html_escape(c)}</td>" for c in row) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>"
                    for row in report_table(results))
     gloss = "".join(f"<dt>{html_escape(k)}</dt><dd>{html_escape(v)}</dd>" for k, v in text.glossary_items())
     cards = "".join(f"<div class='card'><div class='lab'>{html_escape(label)}</div><div class='val'>"
@@ -783,11 +788,11 @@ def report_html(results: Mapping[str, Any], run_label: str = "", reference: Mapp
     merge = ""
     if merge_table(results):
         m_head = "".join(f"<th>{html_escape(c)}</th>" for c in MERGE_COLUMNS)
-        m_body = "".join("<tr>" + "".join(f"<td>{html_escape(c)}</td>" for c in row) + "</tr>"
+        m_body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>"
                          for row in merge_table(results))
         lam = _num((results.get("merge") or {}).get("chosen_lambda"))
-        merge = (f"<h2>Each run's task in the merge{'' if lam is None else f' (λ = {lam:g})'}</h2><table><thead><tr>"
-                 f"{m_head}</tr></thead><tbody>{m_body}</tbody></table>"
+        merge = (f"<h2>Each run's task in the merge{'' if lam is None else f' (λ = {lam:g})'}</h2><div class='scroll'>"
+                 f"<table><thead><tr>{m_head}</tr></thead><tbody>{m_body}</tbody></table></div>"
                  f"<p>{story.merge_forgetting(results, html_escape)}</p>")
     spec = results.get("spec") or {}
     title = run_label or spec.get("name") or f"{results.get('method', '')} on {results.get('target', '')}"
@@ -805,6 +810,7 @@ td,th{{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left}} dt
 .meta{{color:#57606a;font-size:.85rem}} .cards{{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));
   gap:.6rem}} .card{{border:1px solid #d0d7de;border-radius:8px;padding:.6rem .8rem}} .lab{{font-size:.8rem;color:#57606a}}
 .val{{font-size:1.2rem;font-weight:600}} .note{{font-size:.8rem;color:#57606a}}
+.scroll{{overflow-x:auto}} /* a wide table scrolls sideways on a phone instead of widening the page */
 </style></head><body>
 <h1>{html_escape(text.APP_TITLE)} · forgetting report: {html_escape(title)}</h1>
 <p class="meta">Method {html_escape(results.get('method', '?'))} · model {html_escape(spec.get('backbone', '?'))} ·
@@ -813,7 +819,7 @@ finished {html_escape(timing.get('finished_at', '?'))} · spec {html_escape(str(
 <div class="cards">{cards}</div>
 {merge}
 {''.join(parts)}
-<h2>All numbers</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h2>All numbers</h2><div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>
 <h2>What the numbers mean</h2><dl>{gloss}</dl>
 </body></html>"""
 

@@ -322,6 +322,6 @@ def test_a_merges_offline_report_has_each_task_and_the_lambda_chart():
     page = charts.report_html(r, "merge")
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "Each run's task in the merge (λ = 0.5)" in page
-    assert "<td>85.0 % [80.0 %, 90.0 %]</td>" in page and "What each λ kept" in page
+    assert "<td>85.0&nbsp;% [80.0&nbsp;%, 90.0&nbsp;%]</td>" in page and "What each λ kept" in page
     assert "Accuracy during training" not in page
     assert "−4.2 points for the merge; −30.0 (quadrant run), −20.0 (count run) in the runs" in page

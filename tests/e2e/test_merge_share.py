@@ -73,3 +73,21 @@ def test_merge_two_finished_runs_and_read_what_each_lambda_kept(browser, finishe
         return [c.textContent, new Set([...r.getClientRects()].map(b => Math.round(b.top))).size]; })""")
     numbers = [(cell, n) for cell, n in lines if "%" in cell]
     assert numbers and all(n == 1 for _, n in numbers), lines  # "31.0 %" is never broken over two lines
+
+
+def test_the_offline_html_report_of_a_merge_fits_a_phone(browser, tmp_path):
+    """The downloadable HTML report (no server) of a merge, at 390 px: every chart drawn, the λ chart among
+    them, and nothing wider than the screen (the table of every number made the page 741 px wide)."""
+    from playwright.sync_api import expect
+
+    from app import charts
+    from tests.app import samples
+
+    page_file = tmp_path / "report.html"
+    page_file.write_text(charts.report_html(samples.merge_results(), "a merge"), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page.goto(page_file.as_uri())
+    expect(page.get_by_text("What each λ kept")).to_be_visible(timeout=30_000)
+    expect(page.locator("table").first).to_contain_text("Its own run")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    shot(page, "phone-merge-html-report")
