@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import open_app, pick_option, shot
+from .helpers import pick_option, shot
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -23,7 +23,7 @@ def test_merge_two_finished_runs_and_read_what_each_lambda_kept(browser, finishe
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    open_app(page, url)
+    page.goto(url)  # New run's live check is not needed here: only the Merge runs section
     page.locator("#merge-runs").get_by_text("Merge runs").first.click()
     picked = [ids["CE baseline"], ids["Weight anchor"]]
     for jid in picked:  # by id: the labels end with it, and other titles start like these

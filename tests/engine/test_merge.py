@@ -107,3 +107,28 @@ def test_a_run_that_exported_its_lora_adapter_only_is_merged_and_carded_with_it_
     write_card(run, tmp_path / "card")
     carded = load_file(tmp_path / "card" / WEIGHTS_NAME)
     assert torch.allclose(carded["visual.proj"], w + 0.5 * b @ a) and (tmp_path / "card/adapter.safetensors").is_file()
+
+
+def test_a_merge_job_document_runs_as_the_worker_runs_it(finished_runs, tmp_path, monkeypatch):
+    """What the worker runs for New run → Merge runs: ``run --spec spec.json`` on the service layer's job
+    document, the runs named relative to the job's own folder; results, events and the λ sweep as the
+    Report reads them."""
+    quadrant, count, cache = finished_runs
+    monkeypatch.setenv("LDIFS_CACHE_DIR", str(cache.directory))  # the runs' cache: "before" is a hit, as on a worker
+    runs = tmp_path / "runs"
+    for d in (quadrant, count):
+        shutil.copytree(d, runs / d.name, ignore=shutil.ignore_patterns("checkpoints"))
+    job = runs / "job"
+    job.mkdir()
+    (job / "spec.json").write_text(json.dumps({"merge": {
+        "runs": ["../quadrant", "../count"], "labels": ["CE on quadrant", "CE on count"],
+        "method": "task_arithmetic", "lambdas": [0.0, 1.0]}}))
+    assert main(["run", "--spec", str(job / "spec.json"), "--workdir", str(job)]) == 0
+    r = json.loads((job / "results.json").read_text())
+    assert not results_problems(r) and r["method"] == "merge" and r["training"] is None
+    assert [t["run"] for t in r["merge"]["tasks"]] == ["CE on quadrant", "CE on count"]  # labels, never folders
+    assert str(runs) not in json.dumps(r)
+    assert [p["lambda"] for p in r["merge"]["per_lambda"]] == [0.0, 1.0] and r["merge"]["chosen_lambda"] in (0.0, 1.0)
+    events = [json.loads(line) for line in (job / "events.jsonl").read_text().splitlines()]
+    assert any(e["type"] == "phase" and e.get("phase") == "merge" for e in events) and events[-1]["type"] == "done"
+    assert (job / "final/model.safetensors").is_file()
