@@ -27,11 +27,12 @@ export HF_HUB_OFFLINE=1 HF_HOME="$TMP/hf" LDIFS_HOME="$TMP/home" TOKENIZERS_PARA
 export PYTHONWARNINGS="error::UserWarning:open_clip.factory"  # a QuickGELU mismatch fails the check
 
 if [ "$DRY" = 1 ]; then
-  DEVICE=cpu; ARCH=ldifs-concept-vit; BATCH=4; KEY=tiny-vit-random; STEPS=2; EVAL_IMAGES=16; NTRAIN=16
+  # NTEST: a few images per split prove the pipeline (data loaders, evaluation, results.json) on the CPU
+  DEVICE=cpu; ARCH=ldifs-concept-vit; BATCH=4; KEY=tiny-vit-random; STEPS=2; EVAL_IMAGES=16; NTRAIN=16; NTEST=32
   OVER_ARGS=(--steps 1 --warmup 0 --rounds 1 --precision fp32)
   EVAL_ARGS=(--batch 8 --precision fp32)
 else
-  DEVICE=cuda; ARCH=ViT-B-32; BATCH=128; KEY=ViT-B-32/openai; STEPS=200; EVAL_IMAGES=4096; NTRAIN=2560
+  DEVICE=cuda; ARCH=ViT-B-32; BATCH=128; KEY=ViT-B-32/openai; STEPS=200; EVAL_IMAGES=4096; NTRAIN=2560; NTEST=512
   OVER_ARGS=(--steps 10 --warmup 3 --rounds 2 --precision bf16)
   EVAL_ARGS=(--batch 256 --precision bf16)
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible to torch')"
@@ -45,11 +46,11 @@ echo "== 2/3 ldifs train: $STEPS steps of $KEY through the offline model cache"
 if [ "$DRY" = 0 ]; then
   "$PY" "$HERE/offline_setup.py" seed --arch ViT-B-32 --tag openai --hf-home "$HF_HOME" >/dev/null
 fi
-"$PY" "$HERE/offline_setup.py" data --root "$TMP/datasets" --train "$NTRAIN" --test 512 >/dev/null
+"$PY" "$HERE/offline_setup.py" data --root "$TMP/datasets" --train "$NTRAIN" --test "$NTEST" >/dev/null
 cat > "$TMP/spec.yaml" <<EOF
 name: gpu check
 backbone: $KEY
-data: {target: cifar10, controls: [mnist, svhn], max_eval_samples: 512, num_workers: 4}
+data: {target: cifar10, controls: [mnist, svhn], max_eval_samples: $NTEST, num_workers: 4}
 method: {name: ldifs, params: {alpha: 10}}
 optim: {steps: $STEPS, batch_size: $BATCH, warmup_steps: 10, checkpoint_every: $STEPS, lr: 1.0e-5}
 eval: {linear_probe: false, curve_points: 0}
