@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -21,14 +22,26 @@ def _spec(**over) -> RunSpec:
                                           **over}))
 
 
-def test_a_sequence_chains_stages_and_reports_the_matrix(tmp_path):
-    r = run(_spec(), tmp_path / "seq")
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """One uninterrupted run of ``_spec()`` (two stages), shared by the tests that read it or copy it:
+    ``(workdir, results)``. Its own home and cache, so it neither sees nor leaves anything in a test's."""
+    root = tmp_path_factory.mktemp("continual-whole")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LDIFS_HOME", str(root / "home"))
+        mp.delenv("LDIFS_CACHE_DIR", raising=False)
+        r = run(_spec(), root / "seq")
+    return root / "seq", r
+
+
+def test_a_sequence_chains_stages_and_reports_the_matrix(whole):
+    seq, r = whole
     assert results_problems(r) == []
     c = r["continual"]
     assert c["sequence"] == ["quadrant", "count"] and len(c["task_acc"]) == 3 and len(c["zs_acc"]) == 3
     assert {k: d["role"] for k, d in r["datasets"].items()} == {"quadrant": "sequence", "count": "target",
                                                                "colour": "control"}
-    s1, s2 = (json.loads((tmp_path / "seq" / p).read_text()) for p in c["stages"])
+    s1, s2 = (json.loads((seq / p).read_text()) for p in c["stages"])
     # stage 2 starts from stage 1's weights: its "before" is stage 1's "after", dataset by dataset
     for key in ("quadrant", "count", "colour"):
         assert s2["datasets"][key]["before"]["zs_acc"] == s1["datasets"][key]["after"]["zs_acc"]
@@ -40,9 +53,9 @@ def test_a_sequence_chains_stages_and_reports_the_matrix(tmp_path):
     assert c["task_acc"][2][0] == s2["carried_heads_acc"]["quadrant"]
     assert c["task_acc"][1][1] == s1["datasets"]["count"]["after"]["zs_acc"]
     assert c["task_acc"][2][1] == s2["target_head_acc"]["after"]
-    assert (tmp_path / "seq" / "final" / "model.safetensors").is_file()
+    assert (seq / "final" / "model.safetensors").is_file()
     # one progress axis: 4 + 4 steps, one "done" for the whole run
-    events = read_events(tmp_path / "seq" / "events.jsonl")
+    events = read_events(seq / "events.jsonl")
     steps = [e["step"] for e in events if e["type"] == "step"]
     assert steps == list(range(1, 9)) and {e["total_steps"] for e in events if e["type"] == "step"} == {8}
     assert [e["type"] for e in events].count("done") == 1
@@ -52,9 +65,10 @@ def test_a_sequence_chains_stages_and_reports_the_matrix(tmp_path):
     assert r["curves"]["steps"] == sorted(set(r["curves"]["steps"])) and r["curves"]["steps"][-1] == 8
 
 
-def test_finished_stages_are_kept_on_resume(tmp_path, monkeypatch):
+def test_finished_stages_are_kept_on_resume(whole, tmp_path, monkeypatch):
     spec = _spec()
-    first = run(spec, tmp_path / "seq")
+    shutil.copytree(whole[0], tmp_path / "seq")  # a finished sequence of this spec
+    first = whole[1]
 
     def no_training(*a, **k):
         raise AssertionError("a finished stage was run again")
@@ -118,13 +132,13 @@ def test_bad_sequences_are_refused_naming_the_field(over, field):
     assert any(p.startswith(field) for p in e.value.problems), e.value.problems
 
 
-def test_a_sequence_stopped_in_its_second_stage_resumes_to_the_same_result(tmp_path):
+def test_a_sequence_stopped_in_its_second_stage_resumes_to_the_same_result(whole, tmp_path):
     from safetensors.torch import load_file
 
     from ldifs_engine.errors import Cancelled
 
     spec = _spec()
-    whole = run(spec, tmp_path / "whole")
+    whole_dir, whole = whole
     wd = tmp_path / "stopped"
 
     def stop_in_stage_two():
@@ -137,5 +151,5 @@ def test_a_sequence_stopped_in_its_second_stage_resumes_to_the_same_result(tmp_p
     resumed = run(spec, wd, resume=True)
     for got, want in zip(resumed["continual"]["task_acc"], whole["continual"]["task_acc"]):
         assert got == pytest.approx(want, abs=1e-6)
-    wa, wb = load_file(wd / "final" / "model.safetensors"), load_file(tmp_path / "whole" / "final" / "model.safetensors")
+    wa, wb = load_file(wd / "final" / "model.safetensors"), load_file(whole_dir / "final" / "model.safetensors")
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
