@@ -140,6 +140,17 @@ def test_cli_lists_operator_entries_and_prints_problems(tmp_path):
     assert "broken" not in r.stdout and "broken" in r.stderr and "nope" in r.stderr
 
 
+def test_listing_without_operator_weights_loads_no_tensor_library():
+    """Nothing to shape-check: ``ldifs backbones`` answers without importing torch or open_clip (seconds saved)."""
+    code = ("import contextlib, io, sys\n"
+            "from ldifs_engine.__main__ import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out: rc = main(['backbones', '--json'])\n"
+            "print(rc, 'concept-clip-tiny' in out.getvalue(), sorted({'torch', 'open_clip'} & set(sys.modules)))")
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": "/nonexistent"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.stdout.split("\n")[0] == "0 True []", r.stdout + r.stderr
+
+
 # ---- QuickGELU: every catalog entry builds with the activation its weights were trained with ----------
 def test_every_catalog_entry_builds_without_quickgelu_mismatch(monkeypatch):
     import open_clip
