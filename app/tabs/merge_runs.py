@@ -94,6 +94,9 @@ def on_merge(ctx: AppContext, runs: Any, method: str, lambdas: str, keep: Any, n
              request: gr.Request) -> tuple:
     """Queue the merge (owner-checked by the service layer) and go to Jobs."""
     user = ctx.user(request)
+    picked = len(set(runs or []))
+    if not 2 <= picked <= 8:  # said in the form's words (the service layer names its own field, "jobs")
+        raise gr.Error(f"Finished runs to merge: pick 2 to 8 runs (you picked {picked}).", title="Merge runs")
     method = method or "task_arithmetic"
     ties = method == "ties" and keep not in (None, "")  # a hidden TIES field never refuses task arithmetic
     job_id = ctx.api.submit_merge(user, list(runs or []), method=method, lambdas=(lambdas or "").strip() or None,

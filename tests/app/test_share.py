@@ -121,3 +121,15 @@ def test_a_download_link_returned_as_an_update_reaches_the_browser_untouched(tmp
 def test_the_ties_share_is_asked_for_only_when_ties_is_picked():
     assert merge_runs.keep_field("ties").constructor_args["visible"] is True
     assert merge_runs.keep_field("task_arithmetic").constructor_args["visible"] is False
+
+
+def test_too_few_runs_to_merge_is_said_in_the_forms_words(tmp_path):
+    import gradio as gr
+    import pytest
+
+    api = FakeApi(run_s=0.1)
+    ctx = AppContext(api=api, tmp_dir=tmp_path)
+    one = _two_finished(api)[:1]
+    with pytest.raises(gr.Error, match=r"Finished runs to merge: pick 2 to 8 runs \(you picked 1\)"):
+        merge_runs.on_merge(ctx, one, "task_arithmetic", "", 0.2, "", None)
+    assert not [j for j in api.jobs.values() if j.method == "merge"]
