@@ -76,7 +76,9 @@ def test_new_runs_and_uploads_appear_without_reload(page, finished_server, tmp_p
                                "method": {"name": "ce"}, "optim": {"steps": 10, "lr": 1e-5}})
     page.get_by_role("tab", name="Jobs").click()
     expect(page.locator("#jobs-table")).to_contain_text("From the API", timeout=30_000)
-    time.sleep(1.0)  # finished
+    deadline = time.monotonic() + 30  # finished (the fake API's run takes 0.7 s): wait for it, not a fixed second
+    while api.get_job("local", jid).state != "DONE" and time.monotonic() < deadline:
+        time.sleep(0.05)
     page.get_by_role("tab", name="Report").click()
     page.locator("#report-picker input").first.click()
     expect(page.get_by_role("option", name="From the API", exact=False)).to_be_visible(timeout=30_000)
