@@ -174,9 +174,8 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 # ---- evaluation (METHOD.md §4; the engine's heads/evaluate hold the shared versions) -------------
 @torch.no_grad()
 def _image_features(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    with torch.no_grad():  # measurement only: no autograd graph over 500-image batches
-        feats = [model.encode_image(preprocess(images[i:i + batch_size])).float()
-                 for i in range(0, len(images), batch_size)]
+    feats = [model.encode_image(preprocess(images[i:i + batch_size])).float()
+             for i in range(0, len(images), batch_size)]
     return F.normalize(torch.cat(feats), dim=-1)
 
 
