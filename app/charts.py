@@ -768,6 +768,13 @@ def _cell(value: Any) -> str:
     return html_escape(value).replace(" %", "&nbsp;%")
 
 
+def _html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A table of the HTML report in a box that scrolls sideways on a phone instead of widening the page."""
+    head = "".join(f"<th>{html_escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
 def report_html(results: Mapping[str, Any], run_label: str = "", reference: Mapping[str, Any] | None = None,
                 difference: Mapping[str, Any] | None = None) -> str:
     """A self-contained HTML report (plotly.js inlined once, so it opens offline): headline, the
@@ -778,22 +785,16 @@ def report_html(results: Mapping[str, Any], run_label: str = "", reference: Mapp
         parts.append(f"<p class='cap'>{html_escape(caption)}</p>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=first, config={"displaylogo": False}))
         first = False
-    head = "".join(f"<th>{html_escape(c)}</th>" for c in REPORT_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>"
-                   for row in report_table(results))
     gloss = "".join(f"<dt>{html_escape(k)}</dt><dd>{html_escape(v)}</dd>" for k, v in text.glossary_items())
     cards = "".join(f"<div class='card'><div class='lab'>{html_escape(label)}</div><div class='val'>"
                     f"{html_escape(value)}</div>" + (f"<div class='note'>{html_escape(note)}</div>" if note else "")
                     + "</div>" for label, value, note, _tip, _kind in story.stat_cards(results, reference, difference))
     merge = ""
-    if merge_table(results):
-        m_head = "".join(f"<th>{html_escape(c)}</th>" for c in MERGE_COLUMNS)
-        m_body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>"
-                         for row in merge_table(results))
+    merge_rows = merge_table(results)
+    if merge_rows:
         lam = _num((results.get("merge") or {}).get("chosen_lambda"))
-        merge = (f"<h2>Each run's task in the merge{'' if lam is None else f' (λ = {lam:g})'}</h2><div class='scroll'>"
-                 f"<table><thead><tr>{m_head}</tr></thead><tbody>{m_body}</tbody></table></div>"
-                 f"<p>{story.merge_forgetting(results, html_escape)}</p>")
+        merge = (f"<h2>Each run's task in the merge{'' if lam is None else f' (λ = {lam:g})'}</h2>"
+                 f"{_html_table(MERGE_COLUMNS, merge_rows)}<p>{story.merge_forgetting(results, html_escape)}</p>")
     spec = results.get("spec") or {}
     title = run_label or spec.get("name") or f"{results.get('method', '')} on {results.get('target', '')}"
     timing = results.get("timing") or {}
@@ -819,7 +820,7 @@ finished {html_escape(timing.get('finished_at', '?'))} · spec {html_escape(str(
 <div class="cards">{cards}</div>
 {merge}
 {''.join(parts)}
-<h2>All numbers</h2><div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>
+<h2>All numbers</h2>{_html_table(REPORT_COLUMNS, report_table(results))}
 <h2>What the numbers mean</h2><dl>{gloss}</dl>
 </body></html>"""
 
